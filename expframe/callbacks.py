@@ -1,0 +1,32 @@
+"""Hydra callbacks: reject a bad config before any job folder exists; summarise a sweep at its end."""
+
+import logging
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from expframe import data
+from expframe.errors import ConfigError
+from expframe.validate import validate
+
+log = logging.getLogger("expframe")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Hydra turns exceptions in callbacks into warnings; SystemExit is what stops it here."""
+    try:
+        device = validate(cfg)
+        if "root" in cfg.dataset:
+            data.load(cfg.dataset, device)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+class ExpframeCallback(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_config(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_config(config)

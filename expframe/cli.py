@@ -1,0 +1,42 @@
+"""Command-line error reporting: a user error is one line on stderr and exit status 1."""
+
+import os
+import sys
+from collections.abc import Callable
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from expframe.errors import ConfigError
+
+USER_ERRORS = (ConfigError, HydraException, OmegaConfBaseException)
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's messages span lines (lists of options are tab-indented); fold them into one."""
+    text = str(exc)
+    if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in text:
+        text += f"\n({exc.__cause__})"
+    out = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        listed = raw.startswith("\t") and out and not out.endswith(":")
+        out = f"{out}{',' if listed else ''} {line}" if out else line
+    return out
+
+
+def report_user_errors(main: Callable[[], object]) -> None:
+    """Hydra would print composition errors over several lines plus a hint; we print one line.
+
+    HYDRA_FULL_ERROR=1 set by the user keeps Hydra's full report for debugging.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except USER_ERRORS as e:
+        sys.exit(f"error: {one_line(e)}")

@@ -1,0 +1,195 @@
+"""The training run: `train(cfg, out_dir) -> metrics`, pure of Hydra's global state.
+
+Data sit on the device and are batched by index; the hot loop never reads a value back to the host
+(loss and predictions accumulate on the device and are read once per epoch), so the clock measures
+the model, not the bookkeeping.
+"""
+
+import hashlib
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from tqdm import tqdm
+
+from expframe.build import build
+from expframe.data import DeviceData, load, split_indices
+from expframe.measure import PeakMemory, environment
+from expframe.record import Recorder
+from expframe.runtime import autocast, seed_everything, synchronize
+from expframe.validate import validate
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 2048
+
+
+def accuracy(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    return multiclass_accuracy(preds, targets, num_classes, average="micro", validate_args=False).item()
+
+
+def build_model(cfg: DictConfig, data: DeviceData) -> nn.Module:
+    model = build(
+        cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, activation=build(cfg.activation)
+    )
+    weight_init, bias_init = build(cfg.init.weight), build(cfg.init.bias)
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            if weight_init is not None:
+                weight_init(module.weight)
+            if bias_init is not None:
+                bias_init(module.bias)
+    return model
+
+
+def weights_hash(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_epoch(
+    model, optimizer, scaler, data: DeviceData, order: torch.Tensor, batch_size: int, amp, bar
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pass in a seeded order; a final batch of one sample is dropped (BatchNorm cannot train on it).
+
+    Returns device tensors (mean loss, predictions, targets): reading them is the caller's one sync.
+    """
+    model.train()
+    n = len(order) - (len(order) % batch_size == 1)
+    loss_sum = torch.zeros((), device=order.device)
+    preds = torch.empty(n, dtype=torch.long, device=order.device)
+    for start in range(0, n, batch_size):
+        batch = order[start : start + batch_size]
+        with amp:
+            logits = model(data.train_x[batch])
+            loss = F.cross_entropy(logits, data.train_y[batch])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum.add_(loss.detach(), alpha=len(batch))
+        preds[start : start + len(batch)] = logits.detach().argmax(1)
+        bar.update()
+    return loss_sum / n, preds, data.train_y[order[:n]]
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, amp) -> tuple[float, float]:
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    preds = []
+    for start in range(0, len(x), EVAL_BATCH):
+        with amp:
+            logits = model(x[start : start + EVAL_BATCH])
+        loss_sum += F.cross_entropy(logits.float(), y[start : start + EVAL_BATCH], reduction="sum")
+        preds.append(logits.argmax(1))
+    return loss_sum.item() / len(x), accuracy(torch.cat(preds), y, num_classes)
+
+
+def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
+    """`swept`: the keys this run's sweep varies, recorded for the report and TensorBoard's HParams."""
+    device = validate(cfg)
+    if cfg.device.threads:
+        torch.set_num_threads(cfg.device.threads)
+    data = load(cfg.dataset, device)
+    train_idx, val_idx = (i.to(device) for i in split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed))
+    val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
+    memory = PeakMemory(device)
+    memory.reset()
+    seed_everything(cfg.seed)
+    model = build_model(cfg, data).to(device)
+    init_hash = weights_hash(model)
+    optimizer = build(cfg.optimizer)(model.parameters())
+    scheduler = build(cfg.scheduler)(optimizer) if cfg.scheduler.get("_target_") else None
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.grad_scaler)
+    amp = autocast(cfg.precision, device)
+    batch_order = torch.Generator().manual_seed(cfg.seed)
+    steps = math.ceil(len(train_idx) / cfg.batch_size)
+    history: list[dict] = []
+    status, test_acc, eval_time = "ok", None, 0.0
+    with Recorder(cfg, out_dir, model, val_x[:2], swept or {}) as recorder:
+        for epoch in range(1, cfg.epochs + 1):
+            order = train_idx[torch.randperm(len(train_idx), generator=batch_order).to(device)]
+            lr = optimizer.param_groups[0]["lr"]
+            with tqdm(
+                total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not sys.stdout.isatty()
+            ) as bar:
+                synchronize(device)
+                start = time.perf_counter()
+                mean_loss, preds, targets = train_epoch(model, optimizer, scaler, data, order, cfg.batch_size, amp, bar)
+                synchronize(device)
+                epoch_time = time.perf_counter() - start
+            train_loss, train_acc = mean_loss.item(), accuracy(preds, targets, data.num_classes)
+            if not math.isfinite(train_loss):
+                status = "diverged"
+                log.warning("epoch %d: training loss is %s; stopping (status diverged)", epoch, train_loss)
+                break
+            start = time.perf_counter()
+            val_loss, val_acc = evaluate(model, val_x, val_y, data.num_classes, amp)
+            eval_time += time.perf_counter() - start
+            if scheduler is not None:
+                scheduler.step()
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "val_loss": val_loss,
+                    "val_acc": val_acc,
+                    "lr": lr,
+                    "epoch_time_s": epoch_time,
+                    "samples_per_s": len(order) / epoch_time,
+                }
+            )
+            recorder.epoch(history, model, memory)
+        if status == "ok":
+            start = time.perf_counter()
+            test_acc = evaluate(model, data.test_x, data.test_y, data.num_classes, amp)[1]
+            eval_time += time.perf_counter() - start
+        metrics = summarise(history, status, test_acc, len(train_idx))
+        metrics.update(
+            eval_time_s=eval_time,
+            logging_time_s=recorder.elapsed,
+            **memory.read(),
+            n_params=sum(p.numel() for p in model.parameters()),
+            init_hash=init_hash,
+            seed=cfg.seed,
+            device=str(device),
+            precision=cfg.precision.name,
+            swept=swept or {},
+            env=environment(device),
+        )
+        recorder.finish(metrics)
+    return metrics
+
+
+def summarise(history: list[dict], status: str, test_acc: float | None, n_train: int) -> dict:
+    """Epoch time and throughput leave out the first (warm-up) epoch whenever there is a later one."""
+    last = history[-1] if history else {}
+    times = [row["epoch_time_s"] for row in history]
+    steady = times[1:] or times
+    return {
+        "status": status,
+        "error": None,
+        "val_acc": last.get("val_acc"),
+        "test_acc": test_acc,
+        "best_val_acc": max((row["val_acc"] for row in history), default=None),
+        "final_train_loss": last.get("train_loss"),
+        "final_val_loss": last.get("val_loss"),
+        "epochs_run": len(history),
+        "epoch_time_s": sum(steady) / len(steady) if steady else None,
+        "first_epoch_time_s": times[0] if times else None,
+        "train_time_s": sum(times),
+        "samples_per_s": n_train * len(steady) / sum(steady) if steady else None,
+    }

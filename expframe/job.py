@@ -1,0 +1,74 @@
+"""The Hydra task: one job of a run or sweep. A failure is recorded, not allowed to end the sweep."""
+
+import gc
+import logging
+import traceback
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from expframe.engine import train
+from expframe.outputs import write_json
+
+log = logging.getLogger("expframe")
+
+
+def swept_values(cfg: DictConfig, overrides: list[str]) -> dict[str, object]:
+    """The user's overrides as typed values: group choices by name, scalars as the config holds them."""
+    swept: dict[str, object] = {}
+    for override in overrides:
+        key, _, text = override.lstrip("+~").partition("=")
+        if key.startswith("hydra.") or key.startswith("hydra/"):
+            continue
+        value = OmegaConf.select(cfg, key, default=text)
+        swept[key] = value if isinstance(value, int | float | str | bool) or value is None else text
+    return swept
+
+
+def objective(metrics: dict, names: str | ListConfig) -> float | list[float]:
+    """NaN for a missing figure: Optuna records the trial as failed and the study goes on."""
+    keys = list(names) if isinstance(names, ListConfig) else [names]
+    values = [float("nan") if metrics.get(k) is None else float(metrics[k]) for k in keys]
+    return values if isinstance(names, ListConfig) else values[0]
+
+
+def summary_line(metrics: dict, out_dir: Path) -> str:
+    def fmt(key: str, spec: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else format(value, spec)
+
+    memory = metrics.get("peak_cuda_mem_bytes") or metrics.get("peak_rss_bytes") or 0
+    kind = "cuda" if metrics.get("peak_cuda_mem_bytes") else "rss"
+    return (
+        f"{metrics['status']}: val_acc={fmt('val_acc', '.4f')} test_acc={fmt('test_acc', '.4f')} "
+        f"epoch={fmt('epoch_time_s', '.3f')}s first_epoch={fmt('first_epoch_time_s', '.3f')}s "
+        f"{fmt('samples_per_s', ',.0f')} samples/s peak_{kind}={memory / 2**20:.0f}MB -> {out_dir}"
+    )
+
+
+def run(cfg: DictConfig) -> float | list[float]:
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    swept = swept_values(cfg, list(hydra_cfg.overrides.task))
+    try:
+        metrics = train(cfg, out_dir, swept)
+    except Exception as e:
+        if hydra_cfg.mode == RunMode.RUN:
+            raise
+        log.error("job failed, the sweep goes on:\n%s", traceback.format_exc())
+        metrics = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed, "swept": swept}
+    finally:
+        release_memory()
+    write_json(out_dir / "metrics.json", metrics)
+    log.info(summary_line(metrics, out_dir))
+    return objective(metrics, cfg.objective)
+
+
+def release_memory() -> None:
+    """Jobs of one process (basic launcher, joblib workers) must not inherit each other's memory."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

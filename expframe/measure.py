@@ -1,0 +1,94 @@
+"""Peak memory per run and the environment a figure was measured in."""
+
+import functools
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+class PeakMemory:
+    """CUDA peaks from the caching allocator; CPU peak resident set size (VmHWM) of the process.
+
+    On Linux the RSS high-water mark is reset at the start of the run (writing 5 to
+    /proc/self/clear_refs), so the figure is the run's own peak: Python, torch, the resident data
+    set and everything the run allocates. Where that reset is impossible the figure is the process
+    lifetime peak and `peak_rss_scope` says so.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.rss_scope = "process"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            _CLEAR_REFS.write_text("5")
+            self.rss_scope = "run"
+        except OSError:
+            self.rss_scope = "process"
+
+    def read(self) -> dict[str, int | str | None]:
+        cuda = self.device.type == "cuda"
+        return {
+            "peak_cuda_mem_bytes": torch.cuda.max_memory_allocated(self.device) if cuda else None,
+            "peak_cuda_reserved_bytes": torch.cuda.max_memory_reserved(self.device) if cuda else None,
+            "peak_rss_bytes": _peak_rss_bytes(),
+            "peak_rss_scope": self.rss_scope,
+        }
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.cache
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    cuda = device.type == "cuda"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+    }

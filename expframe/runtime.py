@@ -1,0 +1,63 @@
+"""Device, numeric precision and seeding: what a run needs before it builds anything."""
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from expframe.errors import ConfigError
+
+
+def resolve_device(device: DictConfig) -> torch.device:
+    """`auto` picks CUDA when present; an explicit `cuda` never falls back to the CPU."""
+    if device.type == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda", "CUDA is not available on this machine; use device=cpu or device=auto")
+    return torch.device(device.type)
+
+
+def autocast_dtype(precision: DictConfig) -> torch.dtype | None:
+    return getattr(torch, precision.autocast_dtype) if precision.autocast_dtype else None
+
+
+def autocast(precision: DictConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_precision(precision: DictConfig, device: torch.device) -> None:
+    """Runs one tiny autocast matmul so an unsupported dtype fails before training, not inside it."""
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            "precision",
+            precision.name,
+            f"this GPU ({torch.cuda.get_device_name(device)}) cannot run bf16; use fp16 or fp32",
+        )
+    try:
+        with autocast(precision, device):
+            torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
+    except RuntimeError as e:
+        reason = " ".join(str(e).split())[:120]
+        raise ConfigError(
+            "precision", precision.name, f"{device.type} cannot autocast to {dtype} here ({reason}); use fp32"
+        ) from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def synchronize(device: torch.device) -> None:
+    """Every clock read goes through here: CUDA kernels are asynchronous."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

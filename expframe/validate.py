@@ -1,0 +1,81 @@
+"""Value checks that a YAML schema cannot express, run before any data is touched or file written.
+
+Hydra already rejects unknown options and keys; `+key=value` bypasses that, so the values that
+matter are checked here again, with their types.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from expframe.errors import ConfigError
+from expframe.runtime import check_precision, resolve_device
+
+# Figures a sweeper may optimise (keys of metrics.json).
+OBJECTIVES = (
+    "val_acc",
+    "test_acc",
+    "best_val_acc",
+    "final_train_loss",
+    "final_val_loss",
+    "epoch_time_s",
+    "first_epoch_time_s",
+    "train_time_s",
+    "samples_per_s",
+    "peak_cuda_mem_bytes",
+    "peak_rss_bytes",
+    "n_params",
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    kind: type
+    ok: Callable[[float], bool]
+    allowed: str
+
+
+RULES = (
+    Rule("epochs", int, lambda v: v >= 1, "an integer >= 1"),
+    Rule("batch_size", int, lambda v: v >= 1, "an integer >= 1"),
+    Rule("seed", int, lambda v: v >= 0, "an integer >= 0"),
+    Rule("model.depth", int, lambda v: v >= 0, "an integer >= 0 (hidden layers)"),
+    Rule("model.width", int, lambda v: v >= 1, "an integer >= 1"),
+    Rule("model.dropout", float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    Rule("model.batchnorm", bool, lambda v: True, "true or false"),
+    Rule("optimizer.lr", float, lambda v: v > 0, "a number > 0"),
+    Rule("dataset.val_fraction", float, lambda v: 0 < v < 1, "a number in (0, 1)"),
+    Rule("logging.histogram_every", int, lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+)
+
+
+def _typed(value: object, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
+
+
+def check_values(cfg: DictConfig) -> None:
+    for rule in RULES:
+        value = OmegaConf.select(cfg, rule.key, default=None)
+        if value is None and rule.key.startswith(("model.", "logging.")):
+            continue
+        if not _typed(value, rule.kind) or not rule.ok(value):
+            raise ConfigError(rule.key, value, f"must be {rule.allowed}")
+    objectives = cfg.objective if isinstance(cfg.objective, ListConfig) else [cfg.objective]
+    for name in objectives:
+        if name not in OBJECTIVES:
+            raise ConfigError("objective", name, f"must be one of {', '.join(OBJECTIVES)}")
+
+
+def validate(cfg: DictConfig) -> torch.device:
+    """Returns the device the run will use, so the check and the run agree."""
+    check_values(cfg)
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    return device

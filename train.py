@@ -1,0 +1,17 @@
+"""expframe's entry point: `python train.py [group=option ...] [key=value ...]`, `-m` for sweeps."""
+
+import hydra
+from omegaconf import DictConfig
+
+from expframe import EXECUTION_WHITELIST
+from expframe.cli import report_user_errors
+from expframe.job import run
+
+
+@hydra.main(config_path="conf", config_name="train", execution_whitelist=EXECUTION_WHITELIST)
+def main(cfg: DictConfig) -> float | list[float]:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    report_user_errors(main)
