@@ -14,7 +14,7 @@ USER_ERRORS = (ConfigError, HydraException, OmegaConfBaseException)
 
 def one_line(exc: BaseException) -> str:
     """Hydra's messages span lines (lists of options are tab-indented); fold them into one."""
-    text = str(exc)
+    text = str(exc).split("Config search path")[0]
     if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in text:
         text += f"\n({exc.__cause__})"
     out = ""

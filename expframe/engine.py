@@ -21,6 +21,7 @@ from tqdm import tqdm
 from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
 from expframe.measure import PeakMemory, environment
+from expframe.outputs import write_json
 from expframe.record import Recorder
 from expframe.runtime import autocast, seed_everything, synchronize
 from expframe.validate import validate
@@ -98,11 +99,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: in
 
 
 def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
-    """`swept`: the keys this run's sweep varies, recorded for the report and TensorBoard's HParams."""
+    """Writes metrics.json, history.csv and TensorBoard events into out_dir and returns the metrics.
+
+    `swept`: the keys this run's sweep varies, recorded for the report and TensorBoard's HParams.
+    """
     device = validate(cfg)
     if cfg.device.threads:
         torch.set_num_threads(cfg.device.threads)
     data = load(cfg.dataset, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = (i.to(device) for i in split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed))
     val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     memory = PeakMemory(device)
@@ -171,6 +176,7 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
             env=environment(device),
         )
         recorder.finish(metrics)
+    write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 

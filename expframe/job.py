@@ -56,13 +56,14 @@ def run(cfg: DictConfig) -> float | list[float]:
     try:
         metrics = train(cfg, out_dir, swept)
     except Exception as e:
+        metrics = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed, "swept": swept}
+        write_json(out_dir / "metrics.json", metrics)
         if hydra_cfg.mode == RunMode.RUN:
             raise
         log.error("job failed, the sweep goes on:\n%s", traceback.format_exc())
-        metrics = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed, "swept": swept}
+        return objective(metrics, cfg.objective)
     finally:
         release_memory()
-    write_json(out_dir / "metrics.json", metrics)
     log.info(summary_line(metrics, out_dir))
     return objective(metrics, cfg.objective)
 

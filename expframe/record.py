@@ -6,6 +6,7 @@ so it never inflates the epoch time.
 
 import json
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -94,5 +95,7 @@ def _add_graph(writer: object, model: nn.Module, sample: torch.Tensor) -> None:
     """Traced in eval mode so BatchNorm statistics and dropout's random stream are left untouched."""
     was_training = model.training
     model.eval()
-    writer.add_graph(model, sample)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # add_graph traces with torch.jit, now deprecated
+        writer.add_graph(model, sample)
     model.train(was_training)

@@ -1,0 +1,47 @@
+"""Bad input: one line on stderr naming the key, a non-zero exit, no run folder, before any training."""
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+CASES = [
+    (["optimizer=adamx"], ["optimizer", "adamx", "sgd_momentum"]),
+    (["model.dpth=3"], ["model.dpth", "depth"]),
+    (["model.depth=abc"], ["model.depth", "abc", "integer"]),
+    (["optimizer.lr=0"], ["optimizer.lr", "0", "> 0"]),
+    (["optimizer.lr=-0.1"], ["optimizer.lr", "-0.1", "> 0"]),
+    (["model.dropout=1.0"], ["model.dropout", "1.0", "[0, 1)"]),
+    (["model.dropout=-0.1"], ["model.dropout", "[0, 1)"]),
+    (["model.depth=-1"], ["model.depth", "-1", ">= 0"]),
+    (["model.width=0"], ["model.width", "0", ">= 1"]),
+    (["batch_size=0"], ["batch_size", "0", ">= 1"]),
+    (["epochs=0"], ["epochs", "0", ">= 1"]),
+    (["dataset.val_fraction=0"], ["dataset.val_fraction", "(0, 1)"]),
+    (["dataset.val_fraction=1.5"], ["dataset.val_fraction", "1.5", "(0, 1)"]),
+    (["model.batchnorm=maybe"], ["model.batchnorm", "maybe", "true or false"]),
+    (["objective=accuracy"], ["objective", "accuracy", "val_acc"]),
+    (["dataset=mnist", "dataset.root={tmp}/no_mnist"], ["dataset.root", "no_mnist", "download"]),
+]
+if not torch.cuda.is_available():
+    CASES.append((["device=cuda"], ["device", "cuda", "not available"]))
+
+
+@pytest.mark.parametrize("overrides,words", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_is_one_clear_line(tmp_path, overrides, words):
+    run_dir = tmp_path / "run"
+    out = run_cli("train.py", *(o.format(tmp=tmp_path) for o in overrides), f"hydra.run.dir={run_dir}")
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in out.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not run_dir.exists(), "a rejected config must not create its run folder"
+
+
+def test_crash_inside_a_run_is_recorded_and_fails(tmp_path):
+    out = run_cli("train.py", "+optimizer.bogus=1", "epochs=1", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0
+    metrics = (tmp_path / "metrics.json").read_text()
+    assert '"status": "failed"' in metrics and "bogus" in metrics
