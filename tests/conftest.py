@@ -25,9 +25,7 @@ def make_cfg(*overrides: str) -> DictConfig:
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python train.py ...` as a user runs it, from the project root, stdout not a terminal."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _idx(path: Path, array: np.ndarray) -> None:

@@ -20,17 +20,44 @@ def test_mnist_5k_two_epochs_learns(tmp_path):
     assert m["status"] == "ok" and m["epochs_run"] == 2
     assert m["test_acc"] > 0.85
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("status", "error", "val_acc", "test_acc", "best_val_acc", "final_train_loss", "final_val_loss",
-                "epochs_run", "epoch_time_s", "first_epoch_time_s", "train_time_s", "samples_per_s",
-                "peak_cuda_mem_bytes", "peak_cuda_reserved_bytes", "peak_rss_bytes", "n_params", "init_hash",
-                "seed", "device", "precision", "env"):
+    for key in (
+        "status",
+        "error",
+        "val_acc",
+        "test_acc",
+        "best_val_acc",
+        "final_train_loss",
+        "final_val_loss",
+        "epochs_run",
+        "epoch_time_s",
+        "first_epoch_time_s",
+        "train_time_s",
+        "samples_per_s",
+        "peak_cuda_mem_bytes",
+        "peak_cuda_reserved_bytes",
+        "peak_rss_bytes",
+        "n_params",
+        "init_hash",
+        "seed",
+        "device",
+        "precision",
+        "env",
+    ):
         assert key in saved, key
     assert m["peak_cuda_mem_bytes"] is None and m["peak_rss_bytes"] > 50 * 2**20
     assert m["epoch_time_s"] > 0 and m["samples_per_s"] > 1000 and m["n_params"] == 101770
     rows = history(tmp_path)
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
-                             "samples_per_s"]
+    assert list(rows[0]) == [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr",
+        "epoch_time_s",
+        "samples_per_s",
+    ]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
@@ -49,14 +76,22 @@ def test_cli_default_run_writes_its_files(tmp_path):
 def test_digits_and_cnn(tmp_path):
     m = train(make_cfg("dataset=digits", "seed=3", "epochs=3", "optimizer=adam"), tmp_path / "mlp")
     assert m["test_acc"] > 0.8 and m["seed"] == 3
-    m = train(make_cfg("dataset=digits", "model=cnn", "epochs=2", "optimizer=adam", "model.batchnorm=true"),
-              tmp_path / "cnn")
+    m = train(
+        make_cfg("dataset=digits", "model=cnn", "epochs=2", "optimizer=adam", "model.batchnorm=true"), tmp_path / "cnn"
+    )
     assert m["status"] == "ok" and m["test_acc"] > 0.3
 
 
 def test_torchvision_mnist_from_idx_files(tmp_path, tiny_mnist_root):
-    out = run_cli("train.py", "dataset=mnist", f"dataset.root={tiny_mnist_root}", "dataset.download=false",
-                  "epochs=3", "optimizer=adam", f"hydra.run.dir={tmp_path}")
+    out = run_cli(
+        "train.py",
+        "dataset=mnist",
+        f"dataset.root={tiny_mnist_root}",
+        "dataset.download=false",
+        "epochs=3",
+        "optimizer=adam",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_acc"] > 0.5
@@ -109,12 +144,22 @@ def test_scheduler_changes_lr(tmp_path):
 
 
 def test_tensorboard_scalars_match_metrics(tmp_path):
-    m = train(make_cfg("logging.tensorboard=true", "logging.histogram_every=1", "logging.graph=true", "epochs=2"),
-              tmp_path)
+    m = train(
+        make_cfg("logging.tensorboard=true", "logging.histogram_every=1", "logging.graph=true", "epochs=2"), tmp_path
+    )
     events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0, "scalars": 0}).Reload()
     tags = events.Tags()
-    for tag in ("loss/train", "loss/val", "acc/train", "acc/val", "time/epoch_s", "throughput/samples_per_s",
-                "memory/peak_rss_mb", "lr", "acc/test"):
+    for tag in (
+        "loss/train",
+        "loss/val",
+        "acc/train",
+        "acc/val",
+        "time/epoch_s",
+        "throughput/samples_per_s",
+        "memory/peak_rss_mb",
+        "lr",
+        "acc/test",
+    ):
         assert tag in tags["scalars"], tag
     val = events.Scalars("acc/val")
     assert [e.step for e in val] == [1, 2] and val[-1].value == pytest.approx(m["val_acc"])
