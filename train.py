@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from expframe import EXECUTION_WHITELIST
-from expframe.cli import report_user_errors
+from expframe.cli import run_cli
 from expframe.job import run
 
 
@@ -14,4 +14,4 @@ def main(cfg: DictConfig) -> float | list[float]:
 
 
 if __name__ == "__main__":
-    report_user_errors(main)
+    run_cli(main)

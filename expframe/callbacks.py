@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -9,15 +10,18 @@ from omegaconf import DictConfig
 
 from expframe import data
 from expframe.errors import ConfigError
+from expframe.sweeps import check_sweep_values, log_status_counts
 from expframe.validate import validate
 
 log = logging.getLogger("expframe")
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, sweep: bool = False) -> None:
     """Hydra turns exceptions in callbacks into warnings; SystemExit is what stops it here."""
     try:
         device = validate(cfg)
+        if sweep:
+            check_sweep_values(cfg)
         if "root" in cfg.dataset:
             data.load(cfg.dataset, device)
     except ConfigError as e:
@@ -29,4 +33,7 @@ class ExpframeCallback(Callback):
         check_config(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_config(config)
+        check_config(config, sweep=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        log_status_counts(Path(config.hydra.sweep.dir))

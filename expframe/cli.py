@@ -4,10 +4,12 @@ import os
 import sys
 from collections.abc import Callable
 
+from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from expframe.errors import ConfigError
+from expframe.optuna_sweeper import ResumableOptunaSweeper
 
 USER_ERRORS = (ConfigError, HydraException, OmegaConfBaseException)
 
@@ -27,11 +29,13 @@ def one_line(exc: BaseException) -> str:
     return out
 
 
-def report_user_errors(main: Callable[[], object]) -> None:
-    """Hydra would print composition errors over several lines plus a hint; we print one line.
+def run_cli(main: Callable[[], object]) -> None:
+    """Registers expframe's sweeper and runs `main`, turning user errors into one line.
 
+    Hydra would print composition errors over several lines plus a hint.
     HYDRA_FULL_ERROR=1 set by the user keeps Hydra's full report for debugging.
     """
+    Plugins.instance().register(ResumableOptunaSweeper)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return

@@ -2,13 +2,14 @@
 
 import gc
 import logging
+import os
 import traceback
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from expframe.engine import train
 from expframe.outputs import write_json
@@ -49,8 +50,22 @@ def summary_line(metrics: dict, out_dir: Path) -> str:
     )
 
 
+def threads_per_job(hydra_cfg: DictConfig) -> int | None:
+    """Parallel jobs share the cores: two torch processes with all-core thread pools slow each other
+    down by large factors. Serial launchers keep torch's default (None)."""
+    n_jobs = hydra_cfg.launcher.get("n_jobs")
+    if n_jobs is None or "Joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
+        return None
+    cores = os.cpu_count() or 1
+    parallel = cores if n_jobs < 0 else min(n_jobs, cores)
+    return max(1, cores // parallel)
+
+
 def run(cfg: DictConfig) -> float | list[float]:
     hydra_cfg = HydraConfig.get()
+    if cfg.device.threads is None:
+        with open_dict(cfg):
+            cfg.device.threads = threads_per_job(hydra_cfg)
     out_dir = Path(hydra_cfg.runtime.output_dir)
     swept = swept_values(cfg, list(hydra_cfg.overrides.task))
     try:

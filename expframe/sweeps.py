@@ -1,0 +1,54 @@
+"""Sweep-level checks and summaries that no single job can do."""
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from expframe.errors import ConfigError
+from expframe.validate import check_values
+
+log = logging.getLogger("expframe")
+
+
+def check_sweep_values(cfg: DictConfig) -> None:
+    """Every value of a command-line sweep (`key=a,b`), checked before the first job starts."""
+    loader = GlobalHydra.instance().config_loader()
+    groups = set(loader.list_groups(""))
+    for override in OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task)):
+        if not (override.is_choice_sweep() or override.is_range_sweep()):
+            continue
+        key = override.get_key_element().lstrip("+~")
+        values = list(override.sweep_string_iterator())
+        if key in groups:
+            options = loader.get_group_options(key)
+            for value in values:
+                if value not in options:
+                    raise ConfigError(key, value, f"must be one of {', '.join(options)}")
+            continue
+        for value in override.sweep_iterator():
+            trial = cfg.copy()
+            with open_dict(trial):
+                OmegaConf.update(trial, key, value, force_add=True)
+            check_values(trial)
+
+
+def status_counts(sweep_dir: Path) -> Counter:
+    counts: Counter = Counter()
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        try:
+            counts[json.loads((job / "metrics.json").read_text())["status"]] += 1
+        except (OSError, ValueError, KeyError):
+            counts["incomplete"] += 1
+    return counts
+
+
+def log_status_counts(sweep_dir: Path) -> None:
+    if not sweep_dir.is_dir():
+        return
+    for status, n in sorted(status_counts(sweep_dir).items()):
+        log.info("%s: %d job%s", status, n, "" if n == 1 else "s")

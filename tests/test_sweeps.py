@@ -1,0 +1,230 @@
+"""Real Hydra sweeps in subprocesses: grids, presets, Optuna studies in SQLite, failures, launchers."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import ROOT, run_cli
+
+EXPECTED_JOBS = {
+    "axis1_baseline": 3,
+    "axis2_activations": 3,
+    "axis3_optimizers": 4,
+    "axis4_dropout": 2,
+    "axis5_hparams": 36,
+    "axis6_bn_init": 6,
+}
+
+
+def jobs(sweep_dir):
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
+
+
+def metrics(job):
+    return json.loads((job / "metrics.json").read_text())
+
+
+def test_card_grid_runs_four_jobs(tmp_path):
+    out = run_cli(
+        "train.py", "-m", "optimizer=sgd,adam", "activation=relu,tanh", "epochs=1", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert out.returncode == 0, out.stderr
+    folders = jobs(tmp_path)
+    assert len(folders) == 4
+    assert folders[3].name == "3_activation=tanh,epochs=1,optimizer=adam"
+    for job in folders:
+        assert metrics(job)["status"] == "ok" and (job / "history.csv").exists()
+    assert "ok: 4 jobs" in out.stderr + out.stdout
+
+
+def test_sweep_folders_are_named_to_the_microsecond():
+    """Two sweeps started in the same second must not share a folder."""
+    raw = (ROOT / "conf" / "train.yaml").read_text()
+    assert "dir: multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}" in raw
+    assert "subdir: ${hydra.job.num}_${hydra_override_dirname:" in raw
+
+
+@pytest.mark.parametrize("axis,n", sorted(EXPECTED_JOBS.items()))
+def test_every_axis_preset_is_one_command(tmp_path, axis, n):
+    out = run_cli("train.py", "-m", f"+experiment={axis}", "epochs=1", f"hydra.sweep.dir={tmp_path}", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folders = jobs(tmp_path)
+    assert len(folders) == n
+    results = [metrics(j) for j in folders]
+    assert all(r["status"] == "ok" for r in results)
+    if axis == "axis3_optimizers":
+        assert len({r["init_hash"] for r in results}) == 1, "every optimizer starts from the same weights"
+    if axis == "axis6_bn_init":
+        zeros = [r for r in results if r["swept"]["init"] == "zeros" and not r["swept"]["model.batchnorm"]]
+        assert zeros[0]["val_acc"] < 0.2
+
+
+def test_failures_do_not_stop_the_sweep(tmp_path):
+    out = run_cli(
+        "train.py",
+        "-m",
+        "optimizer=sgd,adamw",
+        "optimizer.lr=0.01,1e10",
+        "+optimizer.momentum=0.0",
+        "epochs=2",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    statuses = {j.name: metrics(j)["status"] for j in jobs(tmp_path)}
+    assert sorted(statuses.values()) == ["diverged", "failed", "failed", "ok"]
+    failed = [metrics(j) for j in jobs(tmp_path) if metrics(j)["status"] == "failed"]
+    assert all("momentum" in m["error"] for m in failed)
+    log = out.stderr + out.stdout
+    assert "failed: 2 jobs" in log and "diverged: 1 job" in log and "ok: 1 job" in log
+
+
+def test_sweep_value_errors_fail_before_any_job(tmp_path):
+    out = run_cli("train.py", "-m", "optimizer.lr=0.1,-1", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert out.returncode != 0 and "optimizer.lr=-1" in out.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_joblib_launcher_runs_two_jobs_with_one_thread_each(tmp_path):
+    out = run_cli(
+        "train.py",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "optimizer=sgd,adam",
+        "epochs=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [metrics(j) for j in jobs(tmp_path)]
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    assert all(r["env"]["torch_threads"] == 1 for r in results)
+
+
+def optuna_cli(tmp_path, *args, sweep="s"):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    return storage, run_cli(
+        "train.py",
+        "-m",
+        *args,
+        "epochs=1",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={tmp_path / sweep}",
+        timeout=600,
+    )
+
+
+def test_optuna_tpe_study_is_stored_and_resumes(tmp_path):
+    storage, out = optuna_cli(tmp_path, "hparams_search=optuna_tpe", "hydra.sweeper.n_trials=3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="tpe_mnist_5k", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert set(study.trials[0].params) == {
+        "model.depth",
+        "model.width",
+        "optimizer.lr",
+        "model.dropout",
+        "optimizer",
+        "activation",
+    }
+    _, out = optuna_cli(tmp_path, "hparams_search=optuna_tpe", "hydra.sweeper.n_trials=2", sweep="s2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="tpe_mnist_5k", storage=storage)
+    assert len(study.trials) == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    listing = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "optuna"),
+            "trials",
+            "--storage",
+            storage,
+            "--study-name",
+            "tpe_mnist_5k",
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert listing.returncode == 0 and len(json.loads(listing.stdout)) == 5
+
+
+TINY_GRID = """# @package _global_
+defaults:
+  - optuna_grid
+hydra:
+  sweeper:
+    study_name: tiny_grid
+    params:
+      model.depth: choice(1)
+      model.width: choice(16, 32)
+      optimizer.lr: choice(0.1)
+      scheduler: choice(none, step)
+"""
+
+
+def test_interrupted_grid_resumes_only_missing_points(tmp_path):
+    conf = tmp_path / "conf" / "hparams_search"
+    conf.mkdir(parents=True)
+    (conf / "tiny_grid.yaml").write_text(TINY_GRID)
+    args = ("--config-dir", str(tmp_path / "conf"), "hparams_search=tiny_grid")
+    storage, out = optuna_cli(tmp_path, *args, "hydra.sweeper.n_trials=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny_grid", storage=storage)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+    study.ask()  # what a killed sweep leaves behind: a trial RUNNING forever
+    _, out = optuna_cli(tmp_path, *args, sweep="s2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny_grid", storage=storage)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 1
+    complete = [t.params for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert {(p["model.width"], p["scheduler"]) for p in complete} == {
+        (16, "none"),
+        (16, "step"),
+        (32, "none"),
+        (32, "step"),
+    }
+    _, out = optuna_cli(tmp_path, *args, sweep="s3")
+    assert out.returncode == 0 and len(optuna.load_study(study_name="tiny_grid", storage=storage).trials) == 5
+
+
+def test_optuna_pareto_two_objectives(tmp_path):
+    storage, out = optuna_cli(tmp_path, "hparams_search=optuna_pareto", "hydra.sweeper.n_trials=3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="pareto_mnist_5k", storage=storage)
+    assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
+    assert study.best_trials
+
+
+def test_two_workers_share_one_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    common = [
+        "train.py",
+        "-m",
+        "hparams_search=optuna_tpe",
+        "hydra.sweeper.n_trials=3",
+        "epochs=1",
+        "dataset=digits",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=shared",
+    ]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, *common, f"hydra.sweep.dir={tmp_path / f'w{i}'}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
