@@ -36,4 +36,12 @@ class ExpframeCallback(Callback):
         check_config(config, sweep=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        log_status_counts(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        log_status_counts(sweep_dir)
+        if config.report.auto and sweep_dir.is_dir():
+            try:
+                from expframe.report import report
+
+                log.info("report written to %s:\n%s", sweep_dir, report([sweep_dir], sweep_dir))
+            except (Exception, SystemExit) as e:
+                log.warning("no report for %s: %s", sweep_dir, e)

@@ -39,7 +39,7 @@ def check_sweep_values(cfg: DictConfig) -> None:
 
 def status_counts(sweep_dir: Path) -> Counter:
     counts: Counter = Counter()
-    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+    for job in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()):
         try:
             counts[json.loads((job / "metrics.json").read_text())["status"]] += 1
         except (OSError, ValueError, KeyError):

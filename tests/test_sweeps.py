@@ -22,7 +22,8 @@ EXPECTED_JOBS = {
 
 
 def jobs(sweep_dir):
-    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
+    folders = (p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+    return sorted(folders, key=lambda p: int(p.name.split("_")[0]))
 
 
 def metrics(job):

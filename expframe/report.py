@@ -1,0 +1,262 @@
+"""`expframe-report PATH...`: one table and a few figures from every run below the given folders.
+
+Rows are runs; the columns that vary across runs (from each run's recorded overrides) identify a
+configuration; repeats (seeds) are grouped into mean ± std and n. Runs that diverged or failed stay
+in the table with their status; job folders without metrics.json (an interrupted sweep) are
+skipped with a warning.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("expframe")
+
+FIGURES = (
+    "val_acc",
+    "test_acc",
+    "best_val_acc",
+    "epoch_time_s",
+    "first_epoch_time_s",
+    "samples_per_s",
+    "peak_mem_mb",
+    "n_params",
+)
+REPEAT_KEYS = ("seed",)
+
+
+def find_runs(paths: list[Path]) -> tuple[list[dict], list[Path]]:
+    """Runs (metrics.json) and incomplete job folders (a Hydra job folder without one)."""
+    runs, incomplete = [], []
+    for root in paths:
+        for hydra_dir in sorted(root.rglob(".hydra")):
+            job = hydra_dir.parent
+            try:
+                metrics = json.loads((job / "metrics.json").read_text())
+            except (OSError, ValueError):
+                if not (job / "multirun.yaml").exists():
+                    incomplete.append(job)
+                continue
+            metrics["run_dir"] = str(job)
+            runs.append(metrics)
+    return runs, incomplete
+
+
+def runs_table(runs: list[dict]):
+    import pandas as pd
+
+    rows = []
+    for m in runs:
+        row = {k: v for k, v in (m.get("swept") or {}).items()}
+        row.setdefault("seed", m.get("seed"))
+        row["status"] = m.get("status")
+        cuda = m.get("peak_cuda_mem_bytes")
+        peak = cuda if cuda is not None else m.get("peak_rss_bytes")
+        row["peak_mem_mb"] = None if peak is None else peak / 2**20
+        row.update({k: m.get(k) for k in FIGURES if k != "peak_mem_mb"})
+        row["run_dir"] = m["run_dir"]
+        job = Path(m["run_dir"]).name.split("_", 1)[0]
+        row["job"] = int(job) if job.isdigit() else None
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for key in FIGURES:
+        df[key] = pd.to_numeric(df[key], errors="coerce")
+    return df
+
+
+def varying_keys(df) -> list[str]:
+    fixed = set(FIGURES) | {"status", "run_dir", "job"}
+    return [c for c in df.columns if c not in fixed and df[c].astype(str).nunique() > 1]
+
+
+def grouped(df, by: list[str], metrics: list[str]):
+    """mean ± std and n per configuration (and status: failed runs are never averaged in)."""
+    import pandas as pd
+
+    keys = [*by, "status"]
+    frame = df.assign(**{k: df[k].astype(str) for k in by})
+    stats = frame.groupby(keys, sort=False, dropna=False)[metrics].agg(["mean", "std"])
+    out = frame.groupby(keys, sort=False, dropna=False).size().rename("n").to_frame()
+    for metric in metrics:
+        out[f"{metric}_mean"] = stats[(metric, "mean")]
+        out[f"{metric}_std"] = stats[(metric, "std")].fillna(0.0)
+        out[metric] = [_pm(m, s) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
+    return out.reset_index(), pd
+
+
+def _pm(mean: float, std: float) -> str:
+    """A single run (or identical repeats) has no spread to show."""
+    if mean != mean:  # NaN: no figure (diverged or failed)
+        return "–"
+    digits = 4 if abs(mean) < 10 else 0
+    return f"{mean:.{digits}f}" if std == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of runs no other run beats on both accuracy (higher) and epoch time (lower)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][0]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][0] > best:
+            front.append(i)
+            best = points[i][0]
+    return front
+
+
+def write_figures(df, table, by: list[str], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        return written
+    x = by[0] if by else None
+    hue = by[1] if len(by) > 1 else None
+    data = ok.assign(**{k: ok[k].astype(str) for k in by}) if by else ok.assign(run="all")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (metric, label) in zip(
+        axes,
+        (("val_acc", "validation accuracy"), ("epoch_time_s", "epoch time (s)"), ("peak_mem_mb", "peak memory (MB)")),
+        strict=True,
+    ):
+        sns.barplot(data=data, x=x or "run", y=metric, hue=hue, errorbar="sd", ax=ax, capsize=0.1)
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelrotation=30)
+    fig.suptitle(f"mean ± sd over repeats, by {', '.join(by) or 'run'}")
+    fig.tight_layout()
+    written.append(_save(fig, out / "metrics.png", plt))
+
+    curves = _loss_curves(ok, by)
+    if curves:
+        import pandas as pd
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        sns.lineplot(data=pd.DataFrame(curves), x="epoch", y="loss", hue="variant", style="split", errorbar="sd", ax=ax)
+        ax.set_title("train vs validation loss per variant (dashed: validation)")
+        written.append(_save(fig, out / "loss_curves.png", plt))
+
+    points = list(zip(ok["val_acc"], ok["epoch_time_s"], strict=True))
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    sns.scatterplot(data=data, x="epoch_time_s", y="val_acc", hue=x, style=hue, ax=ax, s=60)
+    fx = [points[i][1] for i in front]
+    fy = [points[i][0] for i in front]
+    ax.plot(fx, fy, "k--", lw=1, drawstyle="steps-post", label="Pareto front")
+    ax.scatter(fx, fy, facecolors="none", edgecolors="k", s=160)
+    ax.set_xlabel("epoch time (s)")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(fontsize=8)
+    written.append(_save(fig, out / "pareto.png", plt))
+    return written
+
+
+def _loss_curves(ok, by: list[str]) -> list[dict]:
+    rows = []
+    for _, run in ok.iterrows():
+        variant = ", ".join(f"{k}={run[k]}" for k in by) or "all"
+        try:
+            with open(Path(run["run_dir"]) / "history.csv") as f:
+                for h in csv.DictReader(f):
+                    rows.append(
+                        {"variant": variant, "epoch": int(h["epoch"]), "split": "train", "loss": float(h["train_loss"])}
+                    )
+                    rows.append(
+                        {"variant": variant, "epoch": int(h["epoch"]), "split": "val", "loss": float(h["val_loss"])}
+                    )
+        except (OSError, KeyError, ValueError):
+            continue
+    return rows
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def report(
+    paths: list[Path],
+    out: Path,
+    by: list[str] | None = None,
+    metrics: list[str] | None = None,
+    sort: str | None = None,
+    figures: bool = True,
+) -> str:
+    """Writes summary.csv/.md/.tex (and figures/) into `out`; returns the markdown table."""
+    runs, incomplete = find_runs(paths)
+    for job in incomplete:
+        log.warning("skipped incomplete job folder (no metrics.json): %s", job)
+    if not runs:
+        raise SystemExit(f"error: no metrics.json found below {', '.join(map(str, paths))}")
+    df = runs_table(runs)
+    keys = by if by else [k for k in varying_keys(df) if k not in REPEAT_KEYS]
+    unknown = [k for k in keys if k not in df.columns]
+    if unknown:
+        raise SystemExit(f"error: --by {unknown[0]}: not a swept key; choose from {', '.join(varying_keys(df))}")
+    chosen = metrics or [
+        "val_acc",
+        "test_acc",
+        "best_val_acc",
+        "epoch_time_s",
+        "first_epoch_time_s",
+        "samples_per_s",
+        "peak_mem_mb",
+        "n_params",
+    ]
+    bad = [m for m in chosen if m not in FIGURES]
+    if bad:
+        raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(FIGURES)}")
+    table, pd = grouped(df, keys, chosen)
+    if sort:
+        column = f"{sort}_mean" if f"{sort}_mean" in table.columns else sort
+        table = table.sort_values(column, ascending=sort.endswith("time_s") or sort == "peak_mem_mb")
+    shown = table[[*keys, "status", "n", *chosen]]
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "summary.csv", df.sort_values("run_dir").to_csv(index=False))
+    markdown = shown.to_markdown(index=False)
+    if len(keys) == 2:
+        pivot = table[table["status"] == "ok"].pivot(index=keys[0], columns=keys[1], values=chosen[0])
+        markdown += f"\n\n{chosen[0]} (rows {keys[0]}, columns {keys[1]}):\n\n{pivot.to_markdown()}"
+    if df["job"].notna().any() and any((p / "optimization_results.yaml").exists() for p in paths):
+        best = df[df["status"] == "ok"].sort_values("val_acc", ascending=False).head(1)
+        if not best.empty:
+            markdown += f"\n\nbest trial: job {int(best['job'].iloc[0])} ({best['run_dir'].iloc[0]})"
+    _write(out / "summary.md", markdown + "\n")
+    _write(out / "summary.tex", shown.to_latex(index=False, escape=True).replace("\\toprule", "\\toprule"))
+    if figures:
+        write_figures(df, table, keys, out / "figures")
+    return markdown
+
+
+def _write(path: Path, text: str) -> None:
+    from expframe.outputs import write_atomic
+
+    write_atomic(path, text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="expframe-report", description=__doc__.split("\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="sweep folders, run folders or any parent")
+    parser.add_argument("--by", nargs="+", help="group (and with two keys, pivot) by these swept keys")
+    parser.add_argument("--metrics", nargs="+", help=f"columns to show, from {', '.join(FIGURES)}")
+    parser.add_argument("--sort", help="sort rows by this metric (best first)")
+    parser.add_argument("--out", type=Path, help="where to write (default: the first PATH)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    missing = [p for p in args.paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"error: PATH {missing[0]}: no such folder")
+    print(report(args.paths, args.out or args.paths[0], args.by, args.metrics, args.sort, not args.no_figures))
+
+
+if __name__ == "__main__":
+    main()

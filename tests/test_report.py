@@ -1,0 +1,124 @@
+"""expframe-report on a real sweep and on synthetic run folders; TensorBoard events read back."""
+
+import json
+import random
+import time
+
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from expframe.report import report
+from tests.conftest import run_cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """The card's 2x2 grid with 2 seeds, on the digits set (fast); auto report on."""
+    path = tmp_path_factory.mktemp("sweep")
+    out = run_cli(
+        "train.py",
+        "-m",
+        "optimizer=sgd,adam",
+        "activation=relu,tanh",
+        "seed=0,1",
+        "epochs=2",
+        "dataset=digits",
+        f"hydra.sweep.dir={path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return path, out
+
+
+def test_sweep_writes_its_report_automatically(sweep):
+    path, out = sweep
+    for name in ("summary.csv", "summary.md", "summary.tex"):
+        assert (path / name).stat().st_size > 100
+    for name in ("metrics.png", "loss_curves.png", "pareto.png"):
+        assert (path / "figures" / name).read_bytes()[:8] == PNG
+    assert "\\toprule" in (path / "summary.tex").read_text()
+    assert "| activation" in out.stderr + out.stdout
+
+
+def test_repeats_are_grouped_with_the_right_means(sweep, tmp_path):
+    path, _ = sweep
+    report([path], tmp_path, figures=False)
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert len(table) == 8
+    md = (tmp_path / "summary.md").read_text()
+    runs = [json.loads(p.read_text()) for p in path.glob("*/metrics.json")]
+    adam_tanh = [r["val_acc"] for r in runs if r["swept"]["optimizer"] == "adam" and r["swept"]["activation"] == "tanh"]
+    assert len(adam_tanh) == 2
+    mean = sum(adam_tanh) / 2
+    rows = [line for line in md.splitlines() if line.startswith("| adam") and "| tanh" in line]
+    assert len(rows) == 1 and f"{mean:.4f}" in rows[0] and "|   2 |" in rows[0]
+    assert len([line for line in md.splitlines()[:6] if line.startswith("| ")]) == 5  # header + 4 configurations
+
+
+def test_pivot_rows_by_columns(sweep, tmp_path):
+    path, _ = sweep
+    md = report([path], tmp_path, by=["activation", "optimizer"], metrics=["val_acc", "epoch_time_s"], figures=False)
+    pivot = md.split("columns optimizer):")[1].strip().splitlines()
+    assert "adam" in pivot[0] and "sgd" in pivot[0]
+    assert len(pivot) == 4  # header, separator, relu, tanh
+
+
+def test_tensorboard_events_of_a_sweep_job(sweep):
+    path, _ = sweep
+    job = next(p for p in path.iterdir() if p.name.startswith("3_"))
+    metrics = json.loads((job / "metrics.json").read_text())
+    events = EventAccumulator(str(job)).Reload()
+    assert events.Scalars("acc/val")[-1].value == pytest.approx(metrics["val_acc"])
+    assert events.Scalars("final/val_acc")[-1].value == pytest.approx(metrics["val_acc"])
+    assert "_hparams_/session_start_info" in events.Tags()["tensors"] or events.summary_metadata
+
+
+def synthetic_runs(root, n, statuses=("ok",), with_partial=False):
+    rng = random.Random(0)
+    for i in range(n):
+        job = root / f"{i}_optimizer={['sgd', 'adam'][i % 2]},width={[64, 128][(i // 2) % 2]},seed={i % 5}"
+        (job / ".hydra").mkdir(parents=True)
+        status = statuses[i % len(statuses)]
+        ok = status == "ok"
+        (job / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "status": status,
+                    "error": None if ok else "boom",
+                    "val_acc": rng.random() if ok else None,
+                    "test_acc": rng.random() if ok else None,
+                    "best_val_acc": rng.random() if ok else None,
+                    "epoch_time_s": rng.random() if ok else None,
+                    "first_epoch_time_s": rng.random(),
+                    "samples_per_s": 1e4,
+                    "peak_cuda_mem_bytes": None,
+                    "peak_rss_bytes": 2**29,
+                    "n_params": 1000,
+                    "seed": i % 5,
+                    "swept": {"optimizer": ["sgd", "adam"][i % 2], "width": [64, 128][(i // 2) % 2], "seed": i % 5},
+                }
+            )
+        )
+    if with_partial:
+        (root / f"{n}_optimizer=sgd,width=64,seed=0" / ".hydra").mkdir(parents=True)
+
+
+def test_statuses_are_kept_and_partial_folders_skipped(tmp_path, caplog):
+    synthetic_runs(tmp_path / "s", 12, statuses=("ok", "ok", "diverged", "failed"), with_partial=True)
+    md = report([tmp_path / "s"], tmp_path / "out", figures=False)
+    assert "diverged" in md and "failed" in md
+    assert len(pd.read_csv(tmp_path / "out" / "summary.csv")) == 12
+    assert any("incomplete" in r.message for r in caplog.records)
+
+
+def test_thousand_runs_in_under_three_seconds(tmp_path):
+    synthetic_runs(tmp_path / "s", 1000)
+    start = time.perf_counter()
+    out = run_cli("-m", "expframe.report", str(tmp_path / "s"))
+    wall = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("| 250 |") == 4  # 2 optimizers x 2 widths, 250 runs each
+    assert wall < 3.0 * 2, f"{wall:.2f}s"  # 3 s target; twice that as slack for a loaded CI machine
+    print(f"1000 runs: {wall:.2f}s")
