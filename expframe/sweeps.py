@@ -5,7 +5,6 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -17,15 +16,14 @@ log = logging.getLogger("expframe")
 
 def check_sweep_values(cfg: DictConfig) -> None:
     """Every value of a command-line sweep (`key=a,b`), checked before the first job starts."""
-    loader = GlobalHydra.instance().config_loader()
-    groups = set(loader.list_groups(""))
+    sources = [Path(src.path) for src in cfg.hydra.runtime.config_sources if src.schema == "file"]
     for override in OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task)):
         if not (override.is_choice_sweep() or override.is_range_sweep()):
             continue
         key = override.get_key_element().lstrip("+~")
         values = list(override.sweep_string_iterator())
-        if key in groups:
-            options = loader.get_group_options(key)
+        if any((src / key).is_dir() for src in sources):
+            options = sorted({p.stem for src in sources for p in (src / key).glob("*.yaml")})
             for value in values:
                 if value not in options:
                     raise ConfigError(key, value, f"must be one of {', '.join(options)}")

@@ -2,13 +2,17 @@
 
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 
 from tests.conftest import ROOT, run_cli
 
 BLOCKS = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-COMMANDS = [line.strip() for block in BLOCKS for line in block.splitlines() if line.strip().startswith("python ")]
+LINES = [line.strip() for block in BLOCKS for line in block.splitlines()]
+COMMANDS = [line for line in LINES if line.startswith("python ")]
+LOOPS = [line for line in LINES if line.startswith("for ")]
 
 
 def test_readme_shows_install_run_and_test():
@@ -24,6 +28,8 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
     extra = ["epochs=1"]
     if "-m" in args or "--multirun" in args:
         extra.append(f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    if any(a.startswith("hparams_search=") for a in args):
+        extra += ["hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}"]
     else:
         extra.append(f"hydra.run.dir={tmp_path / 'run'}")
     if "dataset=mnist" in args:
@@ -40,3 +46,21 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
         assert "dataset:" in out.stdout
     elif "-m" not in args:
         assert '"status": "ok"' in (tmp_path / "run" / "metrics.json").read_text()
+    else:
+        assert (tmp_path / "sweep" / "summary.md").exists(), "every sweep ends with its report"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_readme_loop_runs(loop, tmp_path):
+    """The loop as written, each command shrunk (1 epoch, digits) and pointed at its own folder."""
+    shrunk = loop.replace("; done", f" epochs=1 dataset=digits hydra.sweep.dir={tmp_path}/$axis; done")
+    assert shrunk != loop
+    out = subprocess.run(
+        ["bash", "-ec", shrunk.replace("python ", f"{sys.executable} ")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(list(tmp_path.glob("*/*/metrics.json"))) == 54
