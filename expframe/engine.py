@@ -51,6 +51,13 @@ def build_model(cfg: DictConfig, data: DeviceData) -> nn.Module:
     return model
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensors go to a GPU from pinned memory without blocking the host."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def weights_hash(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
@@ -60,7 +67,7 @@ def weights_hash(model: nn.Module) -> str:
 
 
 def train_epoch(
-    model, optimizer, scaler, data: DeviceData, order: torch.Tensor, batch_size: int, amp, bar
+    model, optimizer, scaler, data: DeviceData, order: torch.Tensor, batch_size: int, amp, memory_format, bar
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass in a seeded order; a final batch of one sample is dropped (BatchNorm cannot train on it).
 
@@ -73,7 +80,7 @@ def train_epoch(
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
         with amp:
-            logits = model(data.train_x[batch])
+            logits = model(data.train_x[batch].contiguous(memory_format=memory_format))
             loss = F.cross_entropy(logits, data.train_y[batch])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -113,8 +120,10 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
     memory = PeakMemory(device)
     memory.reset()
     seed_everything(cfg.seed)
-    model = build_model(cfg, data).to(device)
-    init_hash = weights_hash(model)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net = build_model(cfg, data).to(device, memory_format=memory_format)
+    init_hash = weights_hash(net)
+    model = torch.compile(net) if cfg.compile else net
     optimizer = build(cfg.optimizer)(model.parameters())
     scheduler = build(cfg.scheduler)(optimizer) if cfg.scheduler.get("_target_") else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.grad_scaler)
@@ -124,16 +133,18 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
     history: list[dict] = []
     status, test_acc, eval_time = "ok", None, 0.0
     startup = process_age_s()
-    with Recorder(cfg, out_dir, model, val_x[:2], swept or {}) as recorder:
+    with Recorder(cfg, out_dir, net, val_x[:2], swept or {}) as recorder:
         for epoch in range(1, cfg.epochs + 1):
-            order = train_idx[torch.randperm(len(train_idx), generator=batch_order).to(device)]
+            order = train_idx[to_device(torch.randperm(len(train_idx), generator=batch_order), device)]
             lr = optimizer.param_groups[0]["lr"]
             with tqdm(
                 total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not sys.stdout.isatty()
             ) as bar:
                 synchronize(device)
                 start = time.perf_counter()
-                mean_loss, preds, targets = train_epoch(model, optimizer, scaler, data, order, cfg.batch_size, amp, bar)
+                mean_loss, preds, targets = train_epoch(
+                    model, optimizer, scaler, data, order, cfg.batch_size, amp, memory_format, bar
+                )
                 synchronize(device)
                 epoch_time = time.perf_counter() - start
             train_loss, train_acc = mean_loss.item(), accuracy(preds, targets, data.num_classes)
@@ -158,7 +169,7 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
                     "samples_per_s": len(order) / epoch_time,
                 }
             )
-            recorder.epoch(history, model, memory)
+            recorder.epoch(history, net, memory)
         if status == "ok":
             start = time.perf_counter()
             test_acc = evaluate(model, data.test_x, data.test_y, data.num_classes, amp)[1]
@@ -169,7 +180,7 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
             logging_time_s=recorder.elapsed,
             startup_s=startup,
             **memory.read(),
-            n_params=sum(p.numel() for p in model.parameters()),
+            n_params=sum(p.numel() for p in net.parameters()),
             init_hash=init_hash,
             seed=cfg.seed,
             device=str(device),

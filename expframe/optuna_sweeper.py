@@ -9,6 +9,7 @@ import functools
 import itertools
 import logging
 import os
+import random
 import socket
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ log = logging.getLogger("expframe")
 WORKER_PREFIX = "worker:"
 # A worker registered on another host is presumed alive for this long (its pid cannot be checked).
 REMOTE_WORKER_TTL_S = 24 * 3600
+STORAGE_ATTEMPTS = 5
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
@@ -47,16 +49,24 @@ class ResumableOptunaSweeper(OptunaSweeper):
             study.set_user_attr(_worker_key(), None)
 
     def _study(self):
+        """Workers started together on a new database race to create its schema; the loser retries."""
         import optuna
+        from sqlalchemy.exc import SQLAlchemyError
 
         direction = self.sweeper.direction
         directions = list(direction) if isinstance(direction, ListConfig | list) else [direction]
-        return optuna.create_study(
-            study_name=self.sweeper.study_name,
-            storage=self.sweeper.storage,
-            directions=[str(d).split(".")[-1] for d in directions],
-            load_if_exists=True,
-        )
+        for attempt in range(STORAGE_ATTEMPTS):
+            try:
+                return optuna.create_study(
+                    study_name=self.sweeper.study_name,
+                    storage=self.sweeper.storage,
+                    directions=[str(d).split(".")[-1] for d in directions],
+                    load_if_exists=True,
+                )
+            except SQLAlchemyError:
+                if attempt == STORAGE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 + random.random())
 
 
 def _worker_key() -> str:

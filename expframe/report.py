@@ -201,16 +201,7 @@ def report(
     unknown = [k for k in keys if k not in df.columns]
     if unknown:
         raise SystemExit(f"error: --by {unknown[0]}: not a swept key; choose from {', '.join(varying_keys(df))}")
-    chosen = metrics or [
-        "val_acc",
-        "test_acc",
-        "best_val_acc",
-        "epoch_time_s",
-        "first_epoch_time_s",
-        "samples_per_s",
-        "peak_mem_mb",
-        "n_params",
-    ]
+    chosen = metrics or list(FIGURES)
     bad = [m for m in chosen if m not in FIGURES]
     if bad:
         raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(FIGURES)}")

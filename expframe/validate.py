@@ -49,6 +49,8 @@ RULES = (
     Rule("optimizer.lr", float, lambda v: v > 0, "a number > 0"),
     Rule("dataset.val_fraction", float, lambda v: 0 < v < 1, "a number in (0, 1)"),
     Rule("logging.histogram_every", int, lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    Rule("compile", bool, lambda v: True, "true or false"),
+    Rule("channels_last", bool, lambda v: True, "true or false"),
 )
 
 

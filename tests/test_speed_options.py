@@ -1,0 +1,35 @@
+"""compile, channels_last and the CUDA-only paths: what can run on a CPU runs here."""
+
+import pytest
+import torch
+
+from expframe.engine import to_device, train
+from tests.conftest import make_cfg, needs_cuda
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_from_the_same_weights(tmp_path):
+    eager = train(make_cfg("dataset=digits", "epochs=2", "optimizer=adam"), tmp_path / "eager")
+    compiled = train(make_cfg("dataset=digits", "epochs=2", "optimizer=adam", "compile=true"), tmp_path / "compiled")
+    assert compiled["status"] == "ok" and compiled["init_hash"] == eager["init_hash"]
+    assert compiled["test_acc"] == pytest.approx(eager["test_acc"], abs=0.05)
+
+
+def test_channels_last_cnn_matches_the_default_layout(tmp_path):
+    overrides = ("dataset=digits", "model=cnn", "epochs=2", "optimizer=adam", "model.batchnorm=true")
+    nchw = train(make_cfg(*overrides), tmp_path / "nchw")
+    nhwc = train(make_cfg(*overrides, "channels_last=true"), tmp_path / "nhwc")
+    assert nhwc["init_hash"] == nchw["init_hash"]
+    assert nhwc["final_train_loss"] == pytest.approx(nchw["final_train_loss"], rel=1e-3)
+
+
+def test_host_tensors_stay_put_on_cpu():
+    t = torch.arange(5)
+    assert to_device(t, torch.device("cpu")).data_ptr() == t.data_ptr()
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_index_transfer_to_cuda_is_pinned_and_correct():
+    t = torch.randperm(1000)
+    assert torch.equal(to_device(t, torch.device("cuda")).cpu(), t)
