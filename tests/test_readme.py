@@ -26,7 +26,19 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
     if "--help" in args:
         return args
     if args[:2] == ["-m", "expframe.bench"]:
-        return [*args, "--samples", "4000", "--epochs", "2", "--repeats", "1", "--sweep-jobs", "2"]
+        return [
+            *args,
+            "--samples",
+            "4000",
+            "--epochs",
+            "2",
+            "--repeats",
+            "1",
+            "--sweep-jobs",
+            "2",
+            "--parallel-epochs",
+            "1",
+        ]
     extra = ["epochs=1"]
     if "-m" in args or "--multirun" in args:
         extra.append(f"hydra.sweep.dir={tmp_path / 'sweep'}")
