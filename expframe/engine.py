@@ -132,8 +132,8 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
     steps = math.ceil(len(train_idx) / cfg.batch_size)
     history: list[dict] = []
     status, test_acc, eval_time = "ok", None, 0.0
-    startup = process_age_s()
     with Recorder(cfg, out_dir, net, val_x[:2], swept or {}) as recorder:
+        startup = process_age_s()
         for epoch in range(1, cfg.epochs + 1):
             order = train_idx[to_device(torch.randperm(len(train_idx), generator=batch_order), device)]
             lr = optimizer.param_groups[0]["lr"]

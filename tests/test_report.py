@@ -7,6 +7,7 @@ import time
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from expframe.report import report
 from tests.conftest import run_cli
@@ -72,7 +73,11 @@ def test_tensorboard_events_of_a_sweep_job(sweep):
     events = EventAccumulator(str(job)).Reload()
     assert events.Scalars("acc/val")[-1].value == pytest.approx(metrics["val_acc"])
     assert events.Scalars("final/val_acc")[-1].value == pytest.approx(metrics["val_acc"])
-    assert "_hparams_/session_start_info" in events.Tags()["tensors"] or events.summary_metadata
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert hparams["optimizer"].string_value == metrics["swept"]["optimizer"]
+    assert hparams["activation"].string_value == metrics["swept"]["activation"]
+    assert hparams["status"].string_value == "ok"
 
 
 def synthetic_runs(root, n, statuses=("ok",), with_partial=False):
