@@ -24,6 +24,7 @@ from expframe.measure import PeakMemory, environment, process_age_s
 from expframe.outputs import write_json
 from expframe.record import Recorder
 from expframe.runtime import autocast, seed_everything, synchronize
+from expframe.steps import GraphedStep, Step, eager_step
 from expframe.validate import validate
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def weights_hash(model: nn.Module) -> str:
 
 
 def train_epoch(
-    model, optimizer, scaler, data: DeviceData, order: torch.Tensor, batch_size: int, amp, memory_format, bar
+    model: nn.Module, step: Step, data: DeviceData, order: torch.Tensor, batch_size: int, bar
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass in a seeded order; a final batch of one sample is dropped (BatchNorm cannot train on it).
 
@@ -79,17 +80,22 @@ def train_epoch(
     preds = torch.empty(n, dtype=torch.long, device=order.device)
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
-        with amp:
-            logits = model(data.train_x[batch].contiguous(memory_format=memory_format))
-            loss = F.cross_entropy(logits, data.train_y[batch])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        logits, loss = step(batch)
         loss_sum.add_(loss.detach(), alpha=len(batch))
         preds[start : start + len(batch)] = logits.detach().argmax(1)
         bar.update()
     return loss_sum / n, preds, data.train_y[order[:n]]
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """A CUDA graph needs optimizer state on the device (`capturable`); SGD has no such flag and needs none."""
+    factory, params = build(cfg.optimizer), list(model.parameters())
+    if cfg.cuda_graphs:
+        try:
+            return factory(params, capturable=True)
+        except TypeError:
+            pass
+    return factory(params)
 
 
 @torch.inference_mode()
@@ -124,10 +130,13 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
     net = build_model(cfg, data).to(device, memory_format=memory_format)
     init_hash = weights_hash(net)
     model = torch.compile(net) if cfg.compile else net
-    optimizer = build(cfg.optimizer)(model.parameters())
+    optimizer = build_optimizer(cfg, model)
     scheduler = build(cfg.scheduler)(optimizer) if cfg.scheduler.get("_target_") else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.grad_scaler)
     amp = autocast(cfg.precision, device)
+    step = eager_step(model, optimizer, scaler, data, amp, memory_format)
+    if cfg.cuda_graphs:
+        step = GraphedStep(step, optimizer, cfg.batch_size, device)
     batch_order = torch.Generator().manual_seed(cfg.seed)
     steps = math.ceil(len(train_idx) / cfg.batch_size)
     history: list[dict] = []
@@ -142,9 +151,7 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
             ) as bar:
                 synchronize(device)
                 start = time.perf_counter()
-                mean_loss, preds, targets = train_epoch(
-                    model, optimizer, scaler, data, order, cfg.batch_size, amp, memory_format, bar
-                )
+                mean_loss, preds, targets = train_epoch(model, step, data, order, cfg.batch_size, bar)
                 synchronize(device)
                 epoch_time = time.perf_counter() - start
             train_loss, train_acc = mean_loss.item(), accuracy(preds, targets, data.num_classes)

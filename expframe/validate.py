@@ -51,6 +51,7 @@ RULES = (
     Rule("logging.histogram_every", int, lambda v: v >= 0, "an integer >= 0 (0 = off)"),
     Rule("compile", bool, lambda v: True, "true or false"),
     Rule("channels_last", bool, lambda v: True, "true or false"),
+    Rule("cuda_graphs", bool, lambda v: True, "true or false"),
 )
 
 
@@ -75,9 +76,26 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError("objective", name, f"must be one of {', '.join(OBJECTIVES)}")
 
 
+def check_cuda_graphs(cfg: DictConfig, device: torch.device) -> None:
+    """A captured step bakes in its learning rate and cannot host GradScaler's host-side checks."""
+    if not cfg.cuda_graphs:
+        return
+    if device.type != "cuda":
+        raise ConfigError("cuda_graphs", True, f"needs device=cuda (this run is on {device.type})")
+    if cfg.precision.grad_scaler:
+        raise ConfigError(
+            "cuda_graphs", True, f"cannot capture GradScaler (precision={cfg.precision.name}); use fp32 or bf16"
+        )
+    if cfg.scheduler.get("_target_"):
+        raise ConfigError("cuda_graphs", True, "needs a constant learning rate (scheduler=none)")
+    if cfg.compile:
+        raise ConfigError("cuda_graphs", True, "and compile=true exclude each other")
+
+
 def validate(cfg: DictConfig) -> torch.device:
     """Returns the device the run will use, so the check and the run agree."""
     check_values(cfg)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
+    check_cuda_graphs(cfg, device)
     return device

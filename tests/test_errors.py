@@ -25,6 +25,8 @@ CASES = [
 ]
 if not torch.cuda.is_available():
     CASES.append((["device=cuda"], ["device", "cuda", "not available"]))
+    CASES.append((["cuda_graphs=true"], ["cuda_graphs", "device=cuda"]))
+CASES.append((["device=cpu", "cuda_graphs=true"], ["cuda_graphs", "device=cuda"]))
 
 
 @pytest.mark.parametrize("overrides,words", CASES, ids=[" ".join(c[0]) for c in CASES])

@@ -33,3 +33,26 @@ def test_host_tensors_stay_put_on_cpu():
 def test_index_transfer_to_cuda_is_pinned_and_correct():
     t = torch.randperm(1000)
     assert torch.equal(to_device(t, torch.device("cuda")).cpu(), t)
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+def test_cuda_graph_step_trains_like_the_eager_step(tmp_path, optimizer):
+    overrides = ("device=cuda", "epochs=2", f"optimizer={optimizer}", "batch_size=50")
+    eager = train(make_cfg(*overrides), tmp_path / "eager")
+    graphed = train(make_cfg(*overrides, "cuda_graphs=true"), tmp_path / "graphed")
+    assert graphed["status"] == "ok" and graphed["init_hash"] == eager["init_hash"]
+    assert graphed["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-2)
+    assert graphed["test_acc"] == pytest.approx(eager["test_acc"], abs=0.02)
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_graphs_refuse_what_they_cannot_capture():
+    from expframe.errors import ConfigError
+    from expframe.validate import validate
+
+    for extra in ("precision=fp16", "scheduler=cosine", "compile=true"):
+        with pytest.raises(ConfigError, match="cuda_graphs"):
+            validate(make_cfg("device=cuda", "cuda_graphs=true", extra))
