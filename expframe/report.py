@@ -74,8 +74,6 @@ def varying_keys(df) -> list[str]:
 
 def grouped(df, by: list[str], metrics: list[str]):
     """mean ± std and n per configuration (and status: failed runs are never averaged in)."""
-    import pandas as pd
-
     keys = [*by, "status"]
     frame = df.assign(**{k: df[k].astype(str) for k in by})
     stats = frame.groupby(keys, sort=False, dropna=False)[metrics].agg(["mean", "std"])
@@ -84,7 +82,7 @@ def grouped(df, by: list[str], metrics: list[str]):
         out[f"{metric}_mean"] = stats[(metric, "mean")]
         out[f"{metric}_std"] = stats[(metric, "std")].fillna(0.0)
         out[metric] = [_pm(m, s) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
-    return out.reset_index(), pd
+    return out.reset_index()
 
 
 def _pm(mean: float, std: float) -> str:
@@ -205,7 +203,7 @@ def report(
     bad = [m for m in chosen if m not in FIGURES]
     if bad:
         raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(FIGURES)}")
-    table, pd = grouped(df, keys, chosen)
+    table = grouped(df, keys, chosen)
     if sort:
         column = f"{sort}_mean" if f"{sort}_mean" in table.columns else sort
         table = table.sort_values(column, ascending=sort.endswith("time_s") or sort == "peak_mem_mb")
@@ -221,7 +219,7 @@ def report(
         if not best.empty:
             markdown += f"\n\nbest trial: job {int(best['job'].iloc[0])} ({best['run_dir'].iloc[0]})"
     _write(out / "summary.md", markdown + "\n")
-    _write(out / "summary.tex", shown.to_latex(index=False, escape=True).replace("\\toprule", "\\toprule"))
+    _write(out / "summary.tex", shown.to_latex(index=False, escape=True))
     if figures:
         write_figures(df, table, keys, out / "figures")
     return markdown

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -260,3 +261,17 @@ def test_interrupted_sweep_leaves_complete_files(tmp_path):
 
     runs, incomplete = find_runs([tmp_path])
     assert len(runs) == len(finished) and len(incomplete) >= 1
+
+
+def test_jobs_in_one_process_do_not_inherit_state(tmp_path):
+    """Thread count and log handlers end with their job; each job logs its own summary once."""
+    out = run_cli(
+        "train.py", "-m", "device.threads=1,null", "epochs=1", "dataset=digits", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    first, second = jobs(tmp_path)
+    assert metrics(first)["env"]["torch_threads"] == 1
+    if os.cpu_count() > 1:
+        assert metrics(second)["env"]["torch_threads"] > 1
+    for job in (first, second):
+        assert (job / "train.log").read_text().count("ok: val_acc=") == 1
