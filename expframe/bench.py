@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -246,7 +247,9 @@ def lightning_contender(dev, train_idx, epochs: int) -> tuple[list[float], float
         enable_model_summary=False,
         callbacks=[EpochClock()],
     )
-    trainer.fit(module, loader)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # lightning's own, about its internals
+        trainer.fit(module, loader)
     return times, _test_acc(module.net, dev.test_x, dev.test_y)
 
 
