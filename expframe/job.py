@@ -52,9 +52,13 @@ def summary_line(metrics: dict, out_dir: Path) -> str:
 
 def threads_per_job(hydra_cfg: DictConfig) -> int | None:
     """Parallel jobs share the cores: two torch processes with all-core thread pools slow each other
-    down by large factors. Serial launchers keep torch's default (None)."""
-    n_jobs = hydra_cfg.launcher.get("n_jobs")
-    if n_jobs is None or "Joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
+    down by large factors. joblib: cores / n_jobs; submitit: the CPUs given to the task
+    (`hydra.launcher.cpus_per_task`); the serial basic launcher keeps torch's default (None)."""
+    launcher = hydra_cfg.launcher
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is None or "Joblib" not in str(launcher.get("_target_", "")):
         return None
     cores = os.cpu_count() or 1
     parallel = cores if n_jobs < 0 else min(n_jobs, cores)
