@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from expframe.outputs import write_atomic
+
 log = logging.getLogger("expframe")
 
 FIGURES = (
@@ -104,7 +106,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def write_figures(df, table, by: list[str], out: Path) -> list[Path]:
+def write_figures(df, by: list[str], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,13 +205,15 @@ def report(
     bad = [m for m in chosen if m not in FIGURES]
     if bad:
         raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(FIGURES)}")
+    if sort and sort not in [*chosen, *keys]:
+        raise SystemExit(f"error: --sort {sort}: choose from {', '.join([*chosen, *keys])}")
     table = grouped(df, keys, chosen)
     if sort:
         column = f"{sort}_mean" if f"{sort}_mean" in table.columns else sort
         table = table.sort_values(column, ascending=sort.endswith("time_s") or sort == "peak_mem_mb")
     shown = table[[*keys, "status", "n", *chosen]]
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "summary.csv", df.sort_values("run_dir").to_csv(index=False))
+    write_atomic(out / "summary.csv", df.sort_values("run_dir").to_csv(index=False))
     markdown = shown.to_markdown(index=False)
     if len(keys) == 2:
         pivot = table[table["status"] == "ok"].pivot(index=keys[0], columns=keys[1], values=chosen[0])
@@ -217,18 +221,12 @@ def report(
     if df["job"].notna().any() and any((p / "optimization_results.yaml").exists() for p in paths):
         best = df[df["status"] == "ok"].sort_values("val_acc", ascending=False).head(1)
         if not best.empty:
-            markdown += f"\n\nbest trial: job {int(best['job'].iloc[0])} ({best['run_dir'].iloc[0]})"
-    _write(out / "summary.md", markdown + "\n")
-    _write(out / "summary.tex", shown.to_latex(index=False, escape=True))
+            markdown += f"\n\nbest val_acc: trial job {int(best['job'].iloc[0])} ({best['run_dir'].iloc[0]})"
+    write_atomic(out / "summary.md", markdown + "\n")
+    write_atomic(out / "summary.tex", shown.to_latex(index=False, escape=True))
     if figures:
-        write_figures(df, table, keys, out / "figures")
+        write_figures(df, keys, out / "figures")
     return markdown
-
-
-def _write(path: Path, text: str) -> None:
-    from expframe.outputs import write_atomic
-
-    write_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> None:

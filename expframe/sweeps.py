@@ -1,12 +1,13 @@
 """Sweep-level checks and summaries that no single job can do."""
 
+import copy
 import json
 import logging
 from collections import Counter
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from expframe.errors import ConfigError
 from expframe.validate import check_values
@@ -29,8 +30,8 @@ def check_sweep_values(cfg: DictConfig) -> None:
                     raise ConfigError(key, value, f"must be one of {', '.join(options)}")
             continue
         for value in override.sweep_iterator():
-            trial = cfg.copy()
-            with open_dict(trial):
+            trial = copy.deepcopy(cfg)
+            with read_write(trial), open_dict(trial):
                 OmegaConf.update(trial, key, value, force_add=True)
             check_values(trial)
 

@@ -127,3 +127,14 @@ def test_thousand_runs_in_under_three_seconds(tmp_path):
     assert out.stdout.count("| 250 |") == 4  # 2 optimizers x 2 widths, 250 runs each
     assert wall < 3.0 * 2, f"{wall:.2f}s"  # 3 s target; twice that as slack for a loaded CI machine
     print(f"1000 runs: {wall:.2f}s")
+
+
+@pytest.mark.parametrize(
+    "args,word",
+    [(["--by", "colour"], "--by colour"), (["--sort", "speed"], "--sort speed"), (["--metrics", "f1"], "--metrics f1")],
+)
+def test_bad_report_options_are_one_line(tmp_path, args, word):
+    synthetic_runs(tmp_path / "s", 4)
+    out = run_cli("-m", "expframe.report", str(tmp_path / "s"), *args)
+    assert out.returncode != 0 and out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert word in out.stderr and "Traceback" not in out.stderr
