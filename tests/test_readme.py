@@ -5,6 +5,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,34 @@ def test_readme_loop_runs_every_axis_preset(loop, tmp_path):
     axis6 = results["axis6_bn_init"]
     zeros = [r for r in axis6 if r["swept"]["init"] == "zeros" and not r["swept"]["model.batchnorm"]]
     assert zeros[0]["val_acc"] < 0.2, "zero init on 3 hidden layers must not learn"
+
+
+REPORTS = [line for line in LINES if line.startswith("expframe-report ")]
+
+
+@pytest.fixture(scope="module")
+def card_sweep(tmp_path_factory):
+    path = tmp_path_factory.mktemp("card")
+    out = run_cli(
+        "train.py",
+        "-m",
+        "optimizer=sgd,adam",
+        "activation=relu,tanh",
+        "epochs=1",
+        "dataset=digits",
+        "report.auto=false",
+        f"hydra.sweep.dir={path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return path
+
+
+@pytest.mark.parametrize("command", REPORTS)
+def test_readme_report_command_runs(command, card_sweep):
+    """The README's sweep path is an example; the command runs as written on a real sweep."""
+    script, *args = shlex.split(command)
+    args = [str(card_sweep) if a.startswith("multirun/") else a for a in args]
+    out = subprocess.run([str(Path(sys.executable).parent / script), *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| activation" in out.stdout or "| optimizer" in out.stdout
+    assert (card_sweep / "summary.md").exists() and (card_sweep / "summary.tex").exists()
