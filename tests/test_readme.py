@@ -3,8 +3,11 @@
 import json
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -128,3 +131,39 @@ def test_readme_report_command_runs(command, card_sweep):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| activation" in out.stdout or "| optimizer" in out.stdout
     assert (card_sweep / "summary.md").exists() and (card_sweep / "summary.tex").exists()
+
+
+BOARDS = [line for line in LINES if line.startswith("tensorboard ")]
+
+
+@pytest.mark.parametrize("command", BOARDS)
+def test_readme_tensorboard_command_serves_the_runs(command, card_sweep, tmp_path):
+    """TensorBoard as written (on a real sweep), asked over HTTP which runs it shows."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    script, *args = shlex.split(command)
+    args = [str(card_sweep) if a.startswith("multirun/") else a for a in args]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / script), *args, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline, runs = time.time() + 90, None
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://localhost:{port}/data/runs", timeout=5) as reply:
+                    runs = json.loads(reply.read())
+                if runs or "runs" in args:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert runs is not None, "TensorBoard did not answer"
+        if "runs" not in args:
+            assert sorted(runs) == sorted(p.name for p in card_sweep.iterdir() if (p / ".hydra").is_dir())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
