@@ -52,3 +52,21 @@ def tiny_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _idx(raw / f"{prefix}-images-idx3-ubyte", images)
         _idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return root
+
+
+@pytest.fixture(scope="session")
+def card_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The card's 2x2 grid with 2 seeds, on the digits set (fast), its report written at the end."""
+    path = tmp_path_factory.mktemp("card_sweep")
+    out = run_cli(
+        "train.py",
+        "-m",
+        "optimizer=sgd,adam",
+        "activation=relu,tanh",
+        "seed=0,1",
+        "epochs=2",
+        "dataset=digits",
+        f"hydra.sweep.dir={path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return path, out

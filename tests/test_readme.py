@@ -105,32 +105,16 @@ def test_readme_loop_runs_every_axis_preset(loop, tmp_path):
 REPORTS = [line for line in LINES if line.startswith("expframe-report ")]
 
 
-@pytest.fixture(scope="module")
-def card_sweep(tmp_path_factory):
-    path = tmp_path_factory.mktemp("card")
-    out = run_cli(
-        "train.py",
-        "-m",
-        "optimizer=sgd,adam",
-        "activation=relu,tanh",
-        "epochs=1",
-        "dataset=digits",
-        "report.auto=false",
-        f"hydra.sweep.dir={path}",
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return path
-
-
 @pytest.mark.parametrize("command", REPORTS)
 def test_readme_report_command_runs(command, card_sweep):
     """The README's sweep path is an example; the command runs as written on a real sweep."""
+    sweep_dir, _ = card_sweep
     script, *args = shlex.split(command)
-    args = [str(card_sweep) if a.startswith("multirun/") else a for a in args]
+    args = [str(sweep_dir) if a.startswith("multirun/") else a for a in args]
     out = subprocess.run([str(Path(sys.executable).parent / script), *args], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| activation" in out.stdout or "| optimizer" in out.stdout
-    assert (card_sweep / "summary.md").exists() and (card_sweep / "summary.tex").exists()
+    assert (sweep_dir / "summary.md").exists() and (sweep_dir / "summary.tex").exists()
 
 
 BOARDS = [line for line in LINES if line.startswith("tensorboard ")]
@@ -139,11 +123,12 @@ BOARDS = [line for line in LINES if line.startswith("tensorboard ")]
 @pytest.mark.parametrize("command", BOARDS)
 def test_readme_tensorboard_command_serves_the_runs(command, card_sweep, tmp_path):
     """TensorBoard as written (on a real sweep), asked over HTTP which runs it shows."""
+    sweep_dir, _ = card_sweep
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     script, *args = shlex.split(command)
-    args = [str(card_sweep) if a.startswith("multirun/") else a for a in args]
+    args = [str(sweep_dir) if a.startswith("multirun/") else a for a in args]
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / script), *args, "--port", str(port)],
         cwd=tmp_path,
@@ -163,7 +148,7 @@ def test_readme_tensorboard_command_serves_the_runs(command, card_sweep, tmp_pat
             time.sleep(1)
         assert runs is not None, "TensorBoard did not answer"
         if "runs" not in args:
-            assert sorted(runs) == sorted(p.name for p in card_sweep.iterdir() if (p / ".hydra").is_dir())
+            assert sorted(runs) == sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
     finally:
         server.terminate()
         server.wait(timeout=30)
