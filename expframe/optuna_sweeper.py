@@ -12,7 +12,9 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import ListConfig
@@ -28,6 +30,7 @@ STORAGE_ATTEMPTS = 5
 class ResumableOptunaSweeper(OptunaSweeper):
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
+        impl._configure_trials = _numbering_trials(impl._configure_trials)
         if not impl.storage:
             return super().sweep(arguments)
         if str(impl.storage).startswith("sqlite:///"):
@@ -67,6 +70,18 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 if attempt == STORAGE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.2 + random.random())
+
+
+def _numbering_trials(configure: Callable) -> Callable:
+    """Each job gets `trial=<Optuna trial number>`: its folder, metrics.json and the report name the
+    trial (job numbers restart with every command, trial numbers go on across a resumed study)."""
+
+    @functools.wraps(configure)
+    def with_numbers(trials: list, *args: Any) -> list[list[str]]:
+        overrides = configure(trials, *args)
+        return [[*o, f"trial={t.number}"] for t, o in zip(trials, overrides, strict=True)]
+
+    return with_numbers
 
 
 def _worker_key() -> str:

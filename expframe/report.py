@@ -70,8 +70,42 @@ def runs_table(runs: list[dict]):
 
 
 def varying_keys(df) -> list[str]:
+    """An Optuna sweep's trial number (`trial`) comes first."""
     fixed = set(FIGURES) | {"status", "run_dir", "job"}
-    return [c for c in df.columns if c not in fixed and df[c].astype(str).nunique() > 1]
+    keys = [c for c in df.columns if c not in fixed and df[c].astype(str).nunique() > 1]
+    return sorted(keys, key=lambda k: k != "trial")
+
+
+def optuna_best(paths: list[Path], df) -> list[str]:
+    """The best trial (or Pareto front) an Optuna sweep recorded in its folder, found among the runs.
+
+    The best trial of a resumed study may come from an earlier command's folder: then it says so.
+    """
+    import yaml
+
+    lines = []
+    for path in paths:
+        try:
+            results = yaml.safe_load((path / "optimization_results.yaml").read_text())
+        except OSError:
+            continue
+        if "solutions" in results:
+            solutions, title = results["solutions"], "Optuna Pareto front"
+        else:
+            solutions, title = [{"params": results["best_params"], "values": [results["best_value"]]}], "Optuna best"
+        found = []
+        for solution in solutions:
+            match = df[df["status"] == "ok"]
+            for key, value in solution["params"].items():
+                if key in match.columns:
+                    match = match[match[key].astype(str) == str(value)]
+            trials = sorted({int(t) for t in match.get("trial", []) if t == t})
+            where = f"trial {', '.join(map(str, trials))}" if trials else "a trial outside these folders"
+            params = ", ".join(f"{k}={v}" for k, v in solution["params"].items())
+            values = ", ".join(f"{v:.4g}" for v in solution["values"])
+            found.append(f"{where}: value {values} ({params})")
+        lines.append(f"{title} ({path}):\n\n" + "\n".join(f"- {line}" for line in found))
+    return lines
 
 
 def grouped(df, by: list[str], metrics: list[str]):
@@ -110,6 +144,8 @@ def write_figures(df, by: list[str], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    # categorical axes of numbers-as-text (trial numbers, widths) are meant, not worth a log line each
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -218,10 +254,7 @@ def report(
     if len(keys) == 2:
         pivot = table[table["status"] == "ok"].pivot(index=keys[0], columns=keys[1], values=chosen[0])
         markdown += f"\n\n{chosen[0]} (rows {keys[0]}, columns {keys[1]}):\n\n{pivot.to_markdown()}"
-    if df["job"].notna().any() and any((p / "optimization_results.yaml").exists() for p in paths):
-        best = df[df["status"] == "ok"].sort_values("val_acc", ascending=False).head(1)
-        if not best.empty:
-            markdown += f"\n\nbest val_acc: trial job {int(best['job'].iloc[0])} ({best['run_dir'].iloc[0]})"
+    markdown += "".join(f"\n\n{line}" for line in optuna_best(paths, df))
     write_atomic(out / "summary.md", markdown + "\n")
     write_atomic(out / "summary.tex", shown.to_latex(index=False, escape=True))
     if figures:

@@ -36,19 +36,22 @@ class Rule:
     kind: type
     ok: Callable[[float], bool]
     allowed: str
+    # absent or null is fine: keys that only some models have, or that a sweeper sets
+    optional: bool = False
 
 
 RULES = (
     Rule("epochs", int, lambda v: v >= 1, "an integer >= 1"),
     Rule("batch_size", int, lambda v: v >= 1, "an integer >= 1"),
     Rule("seed", int, lambda v: v >= 0, "an integer >= 0"),
-    Rule("model.depth", int, lambda v: v >= 0, "an integer >= 0 (hidden layers)"),
-    Rule("model.width", int, lambda v: v >= 1, "an integer >= 1"),
-    Rule("model.dropout", float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    Rule("model.batchnorm", bool, lambda v: True, "true or false"),
+    Rule("model.depth", int, lambda v: v >= 0, "an integer >= 0 (hidden layers)", optional=True),
+    Rule("model.width", int, lambda v: v >= 1, "an integer >= 1", optional=True),
+    Rule("model.dropout", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
+    Rule("model.batchnorm", bool, lambda v: True, "true or false", optional=True),
     Rule("optimizer.lr", float, lambda v: v > 0, "a number > 0"),
     Rule("dataset.val_fraction", float, lambda v: 0 < v < 1, "a number in (0, 1)"),
-    Rule("logging.histogram_every", int, lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    Rule("logging.histogram_every", int, lambda v: v >= 0, "an integer >= 0 (0 = off)", optional=True),
+    Rule("trial", int, lambda v: v >= 0, "an integer >= 0 (the Optuna trial number)", optional=True),
     Rule("compile", bool, lambda v: True, "true or false"),
     Rule("channels_last", bool, lambda v: True, "true or false"),
     Rule("cuda_graphs", bool, lambda v: True, "true or false"),
@@ -66,7 +69,7 @@ def _typed(value: object, kind: type) -> bool:
 def check_values(cfg: DictConfig) -> None:
     for rule in RULES:
         value = OmegaConf.select(cfg, rule.key, default=None)
-        if value is None and rule.key.startswith(("model.", "logging.")):
+        if value is None and rule.optional:
             continue
         if not _typed(value, rule.kind) or not rule.ok(value):
             raise ConfigError(rule.key, value, f"must be {rule.allowed}")

@@ -116,6 +116,16 @@ def test_optuna_tpe_study_is_stored_and_resumes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     study = optuna.load_study(study_name="tpe_mnist_5k", storage=storage)
     assert len(study.trials) == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    resumed = [metrics(j) for j in jobs(tmp_path / "s2")]
+    assert [r["swept"]["trial"] for r in resumed] == [3, 4], "job numbers restart, trial numbers go on"
+    for r in resumed:
+        trial = study.trials[r["swept"]["trial"]]
+        assert trial.value == r["val_acc"] and all(r["swept"][k] == v for k, v in trial.params.items())
+    summary = (tmp_path / "s2" / "summary.md").read_text()
+    assert summary.startswith("|   trial |")
+    best = study.best_trial
+    where = f"trial {best.number}" if best.number >= 3 else "a trial outside these folders"
+    assert f"- {where}: value {best.value:.4g}" in summary
     listing = subprocess.run(
         [
             str(Path(sys.executable).parent / "optuna"),
