@@ -11,13 +11,22 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import CONF, ROOT, run_cli
 
 BLOCKS = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 LINES = [line.strip() for block in BLOCKS for line in block.splitlines()]
 COMMANDS = [line for line in LINES if line.startswith("python ")]
 LOOPS = [line for line in LINES if line.startswith("for ")]
+# commands quoted inline in the text, beyond the bash blocks and the axis table the loop covers
+INLINE = sorted(
+    {
+        c
+        for c in re.findall(r"`(python (?:train\.py|-m expframe\.bench)[^`]*)`", (ROOT / "README.md").read_text())
+        if c not in COMMANDS and not re.fullmatch(r"python train\.py -m \+experiment=\w+", c)
+    }
+)
 
 
 def test_readme_shows_install_run_and_test():
@@ -73,6 +82,42 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
         assert '"status": "ok"' in (tmp_path / "run" / "metrics.json").read_text()
     else:
         assert (tmp_path / "sweep" / "summary.md").exists(), "every sweep ends with its report"
+
+
+def test_readme_inline_commands_are_found():
+    assert any("hydra/launcher=joblib" in c for c in INLINE) and any("submitit_slurm" in c for c in INLINE)
+
+
+@pytest.mark.parametrize("command", INLINE)
+def test_readme_inline_command_runs(command, tmp_path, tiny_mnist_root):
+    """A SLURM command cannot run without a cluster: it must compose, with the keys the README names."""
+    args = shlex.split(command)[1:]
+    if "hydra/launcher=submitit_slurm" in args:
+        overrides = [a for a in args if a not in ("train.py", "-m")]
+        with initialize_config_dir(config_dir=str(CONF)):
+            cfg = compose("train", overrides, return_hydra_config=True)
+        launcher = cfg.hydra.launcher
+        assert launcher._target_.endswith("SlurmLauncher")
+        assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 60)
+        return
+    out = run_cli(*shrink(args, tmp_path, tiny_mnist_root))
+    assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
+
+
+def test_readme_optuna_trials_command_reads_the_study(tmp_path):
+    """The README's `optuna trials` line, as written, from the folder the search was started in."""
+    search = next(c for c in COMMANDS if "hparams_search=optuna_tpe" in c)
+    inspect = re.search(r"`(optuna trials [^`]*)`", (ROOT / "README.md").read_text()).group(1)
+    args = [*shlex.split(search)[1:], "epochs=1", "hydra.sweeper.n_trials=2", "report.auto=false"]
+    args[0] = str(ROOT / args[0])
+    run = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    script, *rest = shlex.split(inspect)
+    listing = subprocess.run(
+        [str(Path(sys.executable).parent / script), *rest, "-f", "json"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert [t["state"] for t in json.loads(listing.stdout)] == ["COMPLETE", "COMPLETE"]
 
 
 AXIS_JOBS = {
