@@ -2,6 +2,7 @@
 
 import contextlib
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -31,7 +32,11 @@ def autocast(precision: DictConfig, device: torch.device) -> contextlib.Abstract
 
 
 def check_precision(precision: DictConfig, device: torch.device) -> None:
-    """Runs one tiny autocast matmul so an unsupported dtype fails before training, not inside it."""
+    """Runs one tiny autocast matmul so an unsupported dtype fails before training, not inside it.
+
+    torch does not always raise: for a dtype a device cannot autocast to, it warns and computes in
+    float32, which would label fp32 figures as reduced precision. The result's dtype is checked too.
+    """
     dtype = autocast_dtype(precision)
     if dtype is None:
         return
@@ -41,14 +46,19 @@ def check_precision(precision: DictConfig, device: torch.device) -> None:
             precision.name,
             f"this GPU ({torch.cuda.get_device_name(device)}) cannot run bf16; use fp16 or fp32",
         )
-    try:
-        with autocast(precision, device):
-            torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
-    except RuntimeError as e:
-        reason = " ".join(str(e).split())[:120]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with autocast(precision, device):
+                result = torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
+            reason = None if result.dtype == dtype else (caught[0].message if caught else f"computed {result.dtype}")
+        except RuntimeError as e:
+            reason = e
+    if reason is not None:
+        reason = " ".join(str(reason).split())[:120]
         raise ConfigError(
             "precision", precision.name, f"{device.type} cannot autocast to {dtype} here ({reason}); use fp32"
-        ) from None
+        )
 
 
 def seed_everything(seed: int) -> None:

@@ -47,3 +47,17 @@ def test_crash_inside_a_run_is_recorded_and_fails(tmp_path):
     assert out.returncode != 0
     metrics = (tmp_path / "metrics.json").read_text()
     assert '"status": "failed"' in metrics and "bogus" in metrics
+
+
+def test_precision_a_device_cannot_autocast_to_is_refused(tmp_path):
+    """torch only warns and computes in float32 there; expframe refuses instead of mislabelling."""
+    variant = tmp_path / "conf" / "precision" / "fp64.yaml"
+    variant.parent.mkdir(parents=True)
+    variant.write_text("name: fp64\nautocast_dtype: float64\ngrad_scaler: false\n")
+    run_dir = tmp_path / "run"
+    out = run_cli(
+        "train.py", "--config-dir", str(tmp_path / "conf"), "precision=fp64", "device=cpu", f"hydra.run.dir={run_dir}"
+    )
+    assert out.returncode != 0 and not run_dir.exists()
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: precision='fp64'") and "cannot autocast" in lines[0], lines
