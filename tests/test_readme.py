@@ -165,6 +165,24 @@ def test_readme_report_command_runs(command, card_sweep):
 BOARDS = [line for line in LINES if line.startswith("tensorboard ")]
 
 
+def hparams_table(port: int) -> list[dict]:
+    """What TensorBoard's HParams tab shows: one session group per run, its hparams and final metrics."""
+    query = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 1000,
+    }
+    request = urllib.request.Request(
+        f"http://localhost:{port}/data/plugin/hparams/session_groups",
+        data=json.dumps(query).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())["sessionGroups"]
+
+
 @pytest.mark.parametrize("command", BOARDS)
 def test_readme_tensorboard_command_serves_the_runs(command, card_sweep, tmp_path):
     """TensorBoard as written (on a real sweep), asked over HTTP which runs it shows."""
@@ -193,7 +211,17 @@ def test_readme_tensorboard_command_serves_the_runs(command, card_sweep, tmp_pat
             time.sleep(1)
         assert runs is not None, "TensorBoard did not answer"
         if "runs" not in args:
-            assert sorted(runs) == sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+            jobs = sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+            assert sorted(runs) == jobs
+            groups = hparams_table(port)
+            assert sorted(g["name"] for g in groups) == jobs, "the HParams table lists every job"
+            for group in groups:
+                metrics = json.loads((sweep_dir / group["name"] / "metrics.json").read_text())
+                assert {k: group["hparams"][k] for k in ("optimizer", "activation")} == {
+                    k: metrics["swept"][k] for k in ("optimizer", "activation")
+                }
+                values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+                assert values["final/val_acc"] == pytest.approx(metrics["val_acc"])
     finally:
         server.terminate()
         server.wait(timeout=30)
