@@ -1,5 +1,6 @@
 """The Hydra task: one job of a run or sweep. A failure is recorded, not allowed to end the sweep."""
 
+import ctypes
 import gc
 import logging
 import os
@@ -93,10 +94,20 @@ def release_job_state(threads: int) -> None:
     thread count: a job's `device.threads` ends with it.
 
     A full collection walks every object of torch, dynamo and torchmetrics (~0.25 s); freezing the
-    survivors afterwards leaves the next job's collection only its own objects to walk.
+    survivors afterwards leaves the next job's collection only its own objects to walk. glibc keeps
+    freed heap pages resident; trimming them keeps a big job's memory out of the next job's peak RSS.
     """
     torch.set_num_threads(threads)
     gc.collect()
     gc.freeze()
+    trim_heap()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def trim_heap() -> None:
+    """glibc only (Linux); elsewhere the allocator keeps its own policy."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return

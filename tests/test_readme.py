@@ -65,7 +65,9 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
     return args + extra
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    "command", [pytest.param(c, marks=pytest.mark.slow) if "expframe.bench" in c else c for c in COMMANDS]
+)
 def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
     args = shlex.split(command)[1:]
     out = run_cli(*shrink(args, tmp_path, tiny_mnist_root))
@@ -130,6 +132,7 @@ AXIS_JOBS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", LOOPS)
 def test_readme_loop_runs_every_axis_preset(loop, tmp_path):
     """The loop as written, each command shrunk (1 epoch) and pointed at its own folder."""

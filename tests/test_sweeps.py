@@ -285,3 +285,22 @@ def test_jobs_in_one_process_do_not_inherit_state(tmp_path):
         assert metrics(second)["env"]["torch_threads"] > 1
     for job in (first, second):
         assert (job / "train.log").read_text().count("ok: val_acc=") == 1
+
+
+def test_a_big_job_does_not_inflate_the_next_jobs_peak_memory(tmp_path):
+    """Peak RSS is reset per job and a finished job's model, gradients and heap pages are released."""
+    out = run_cli(
+        "train.py",
+        "-m",
+        "model.width=4096,16",
+        "model.depth=2",
+        "epochs=1",
+        "dataset=digits",
+        "report.auto=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    big, small = (metrics(j) for j in jobs(tmp_path))
+    assert big["peak_rss_scope"] == small["peak_rss_scope"] == "run"
+    # the big job holds ~2 x 64 MB of weights and gradients for its 4096 x 4096 layer alone
+    assert small["peak_rss_bytes"] < big["peak_rss_bytes"] - 100 * 2**20
