@@ -236,52 +236,33 @@ def startup_s() -> float:
         return json.loads((Path(tmp) / "metrics.json").read_text())["startup_s"]
 
 
-def sweep_cost(jobs: int) -> tuple[float, float]:
-    """(wall of an `-m` sweep of 1-epoch runs, per-job fixed cost = (wall - training time) / jobs)."""
+def _timed_sweep(*overrides: str) -> tuple[float, list[dict]]:
+    """Wall time of `python train.py -m OVERRIDES` and its jobs' metrics."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run(
-            [
-                sys.executable,
-                "train.py",
-                "-m",
-                f"seed={','.join(map(str, range(jobs)))}",
-                "epochs=1",
-                f"hydra.sweep.dir={tmp}",
-            ],
+            [sys.executable, "train.py", "-m", *overrides, f"hydra.sweep.dir={tmp}"],
             cwd=ROOT,
             check=True,
             capture_output=True,
         )
         wall = time.perf_counter() - start
-        trained = sum(json.loads(p.read_text())["train_time_s"] for p in Path(tmp).glob("*/metrics.json"))
-        first = min(json.loads(p.read_text())["startup_s"] for p in Path(tmp).glob("*/metrics.json"))
-    return wall, (wall - first - trained) / jobs
+        return wall, [json.loads(p.read_text()) for p in Path(tmp).glob("*/metrics.json")]
+
+
+def sweep_cost(jobs: int) -> tuple[float, float]:
+    """(wall of an `-m` sweep of 1-epoch runs, per-job fixed cost = (wall - start-up - training) / jobs)."""
+    wall, runs = _timed_sweep(f"seed={','.join(map(str, range(jobs)))}", "epochs=1")
+    trained = sum(m["train_time_s"] for m in runs)
+    return wall, (wall - min(m["startup_s"] for m in runs) - trained) / jobs
 
 
 def _sweep(epochs: int, repeat: int, *extra: str) -> tuple[float, float]:
     """(wall, median steady epoch time over the jobs) of a 2-job `-m` sweep."""
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "train.py",
-                "-m",
-                "seed=0,1",
-                f"epochs={epochs}",
-                f"+dataset.source.repeat={repeat}",
-                "report.auto=false",
-                *extra,
-                f"hydra.sweep.dir={tmp}",
-            ],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        wall = time.perf_counter() - start
-        epoch = statistics.median(json.loads(p.read_text())["epoch_time_s"] for p in Path(tmp).glob("*/metrics.json"))
-    return wall, epoch
+    wall, runs = _timed_sweep(
+        "seed=0,1", f"epochs={epochs}", f"+dataset.source.repeat={repeat}", "report.auto=false", *extra
+    )
+    return wall, statistics.median(m["epoch_time_s"] for m in runs)
 
 
 def parallel_vs_serial(epochs: int, repeat: int) -> dict[str, tuple[float, float]]:
