@@ -44,3 +44,16 @@ def run_cli(main: Callable[[], object]) -> None:
         main()
     except USER_ERRORS as e:
         sys.exit(f"error: {one_line(e)}")
+    except ValueError as e:
+        if not _flag_misuse(e):
+            raise
+        sys.exit(f"error: {e}")
+
+
+def _flag_misuse(exc: ValueError) -> bool:
+    """Hydra rejects flag combinations (`-m --cfg job`, `--resolve` alone) with a ValueError raised in
+    its argument handling; a ValueError from anywhere else is a bug and keeps its traceback."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "_run_hydra"

@@ -22,6 +22,7 @@ CASES = [
     (["model.batchnorm=maybe"], ["model.batchnorm", "maybe", "true or false"]),
     (["objective=accuracy"], ["objective", "accuracy", "val_acc"]),
     (["dataset=mnist", "dataset.root={tmp}/no_mnist"], ["dataset.root", "no_mnist", "download"]),
+    (["-m", "optimizer=sgd,adam", "--cfg", "job"], ["--multirun", "--cfg"]),
 ]
 if not torch.cuda.is_available():
     CASES.append((["device=cuda"], ["device", "cuda", "not available"]))
