@@ -73,6 +73,10 @@ def check_values(cfg: DictConfig) -> None:
             continue
         if not _typed(value, rule.kind) or not rule.ok(value):
             raise ConfigError(rule.key, value, f"must be {rule.allowed}")
+    if OmegaConf.select(cfg, "model.batchnorm", default=False) and cfg.batch_size < 2:
+        raise ConfigError(
+            "batch_size", cfg.batch_size, "must be >= 2 with model.batchnorm=true (BatchNorm needs 2 samples)"
+        )
     objectives = cfg.objective if isinstance(cfg.objective, ListConfig) else [cfg.objective]
     for name in objectives:
         if name not in OBJECTIVES:

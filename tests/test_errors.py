@@ -23,6 +23,7 @@ CASES = [
     (["objective=accuracy"], ["objective", "accuracy", "val_acc"]),
     (["dataset=mnist", "dataset.root={tmp}/no_mnist"], ["dataset.root", "no_mnist", "download"]),
     (["-m", "optimizer=sgd,adam", "--cfg", "job"], ["--multirun", "--cfg"]),
+    (["batch_size=1", "model.batchnorm=true"], ["batch_size", "1", ">= 2", "batchnorm"]),
 ]
 if not torch.cuda.is_available():
     CASES.append((["device=cuda"], ["device", "cuda", "not available"]))
