@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
+from expframe.errors import ConfigError
 from expframe.measure import PeakMemory, environment, process_age_s
 from expframe.outputs import write_json
 from expframe.record import Recorder
@@ -122,6 +123,12 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
     data = load(cfg.dataset, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = (i.to(device) for i in split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed))
+    if len(train_idx) < 2:
+        raise ConfigError(
+            "dataset.val_fraction",
+            cfg.dataset.val_fraction,
+            f"leaves {len(train_idx)} of {len(data.train_y)} training samples to train on; use a smaller fraction",
+        )
     val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     memory = PeakMemory(device)
     memory.reset()

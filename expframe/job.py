@@ -4,6 +4,7 @@ import ctypes
 import gc
 import logging
 import os
+import sys
 import traceback
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from expframe.engine import train
+from expframe.errors import ConfigError
 from expframe.outputs import write_json
 
 log = logging.getLogger("expframe")
@@ -80,6 +82,8 @@ def run(cfg: DictConfig) -> float | list[float]:
         metrics = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed, "swept": swept}
         write_json(out_dir / "metrics.json", metrics)
         if hydra_cfg.mode == RunMode.RUN:
+            if isinstance(e, ConfigError):  # found only once the data are loaded: still a user error
+                sys.exit(f"error: {e}")
             raise
         log.error("job failed, the sweep goes on:\n%s", traceback.format_exc())
         return objective(metrics, cfg.objective)

@@ -63,3 +63,12 @@ def test_precision_a_device_cannot_autocast_to_is_refused(tmp_path):
     assert out.returncode != 0 and not run_dir.exists()
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: precision='fp64'") and "cannot autocast" in lines[0], lines
+
+
+def test_a_split_that_leaves_nothing_to_train_on_is_one_line(tmp_path):
+    """Only the loaded data set knows its size: the job's folder exists, the run records why it failed."""
+    out = run_cli("train.py", "dataset.val_fraction=0.9999", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: dataset.val_fraction=0.9999: leaves 0 of 4000"), lines
+    assert '"status": "failed"' in (tmp_path / "metrics.json").read_text()
