@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from torch import nn
 
 from expframe.build import build
@@ -52,16 +53,26 @@ def _test_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return (model(x).argmax(1) == y).float().mean().item()
 
 
-Trainer = Callable[[], tuple[list[float], float]]
+# () -> (per-epoch seconds, test accuracy, training samples per epoch)
+Trainer = Callable[[], tuple[list[float], float, int]]
 
 
-def tp_reference(cfg, dev, train_idx) -> Trainer:
-    """The TP's loop: PIL images through ToTensor+Normalize per sample, a DataLoader, .item() per step."""
+def _device_data(cfg):
+    """The normalised, resident data set (expframe's cache) and the run's training indices."""
+    dev = load(cfg.dataset, torch.device("cpu"))
+    return dev, split_indices(len(dev.train_y), cfg.dataset.val_fraction, cfg.seed)[0]
+
+
+def tp_reference(cfg) -> Trainer:
+    """The TP's loop: PIL images through ToTensor+Normalize per sample, a DataLoader, .item() per step
+    (the TP logs each step's loss). It holds only its uint8 images, as torchvision's MNIST does."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
     raw = build(cfg.dataset.source)
+    train_idx = split_indices(len(raw.train_y), cfg.dataset.val_fraction, cfg.seed)[0]
+    test_x, test_y = (raw.test_x - 0.1307) / 0.3081, raw.test_y
     images = (raw.train_x[train_idx] * 255).round().to(torch.uint8).squeeze(1).numpy()
     labels = raw.train_y[train_idx].tolist()
 
@@ -75,7 +86,7 @@ def tp_reference(cfg, dev, train_idx) -> Trainer:
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     loader = DataLoader(PILDigits(), batch_size=64, shuffle=True)
 
-    def run() -> tuple[list[float], float]:
+    def run() -> tuple[list[float], float, int]:
         torch.manual_seed(0)
         model = _mlp()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -90,28 +101,30 @@ def tp_reference(cfg, dev, train_idx) -> Trainer:
                 optimizer.step()
                 running += loss.item()
             times.append(time.perf_counter() - start)
-        return times, _test_acc(model, (raw.test_x - 0.1307) / 0.3081, raw.test_y)
+        return times, _test_acc(model, test_x, test_y), len(train_idx)
 
     return run
 
 
-def expframe_path(cfg, dev, train_idx) -> Trainer:
+def expframe_path(cfg) -> Trainer:
     """The code train.py runs, TensorBoard scalars and metrics on (its data set is already cached)."""
+    _, train_idx = _device_data(cfg)
 
-    def run() -> tuple[list[float], float]:
+    def run() -> tuple[list[float], float, int]:
         with tempfile.TemporaryDirectory() as tmp:
             metrics = train(cfg, Path(tmp))
             with open(Path(tmp) / "history.csv") as f:
                 times = [float(row["epoch_time_s"]) for row in csv.DictReader(f)]
-        return times, metrics["test_acc"]
+        return times, metrics["test_acc"], len(train_idx)
 
     return run
 
 
-def floor(cfg, dev, train_idx) -> Trainer:
+def floor(cfg) -> Trainer:
     """The least a loop can do: device-resident tensors, batches by index, no bookkeeping."""
+    dev, train_idx = _device_data(cfg)
 
-    def run() -> tuple[list[float], float]:
+    def run() -> tuple[list[float], float, int]:
         torch.manual_seed(0)
         model = _mlp()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -127,15 +140,17 @@ def floor(cfg, dev, train_idx) -> Trainer:
                 loss.backward()
                 optimizer.step()
             times.append(time.perf_counter() - start)
-        return times, _test_acc(model, dev.test_x, dev.test_y)
+        return times, _test_acc(model, dev.test_x, dev.test_y), len(train_idx)
 
     return run
 
 
-def lightning_contender(cfg, dev, train_idx) -> Trainer:
+def lightning_contender(cfg) -> Trainer:
     """(d) the same model as a LightningModule over a TensorDataset loader (`pip install -e ".[bench]"`)."""
     import lightning as L
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+
+    dev, train_idx = _device_data(cfg)
 
     class Module(L.LightningModule):
         def __init__(self) -> None:
@@ -158,9 +173,11 @@ def lightning_contender(cfg, dev, train_idx) -> Trainer:
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     times: list[float] = []
-    loader = DataLoader(TensorDataset(dev.train_x[train_idx], dev.train_y[train_idx]), batch_size=64, shuffle=True)
+    loader = DataLoader(
+        TensorDataset(dev.train_x, dev.train_y), batch_size=64, sampler=SubsetRandomSampler(train_idx.tolist())
+    )
 
-    def run() -> tuple[list[float], float]:
+    def run() -> tuple[list[float], float, int]:
         torch.manual_seed(0)
         module = Module()
         trainer = L.Trainer(
@@ -177,12 +194,12 @@ def lightning_contender(cfg, dev, train_idx) -> Trainer:
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             trainer.fit(module, loader)
-        return times, _test_acc(module.net, dev.test_x, dev.test_y)
+        return times, _test_acc(module.net, dev.test_x, dev.test_y), len(train_idx)
 
     return run
 
 
-CONTENDERS: dict[str, Callable[..., Trainer]] = {
+CONTENDERS: dict[str, Callable[[DictConfig], Trainer]] = {
     "a_tp_reference": tp_reference,
     "b_expframe": expframe_path,
     "c_floor": floor,
@@ -195,13 +212,11 @@ def run_contender(name: str, repeat: int, epochs: int) -> dict:
     its peak memory carries another contender's state. The RSS high-water mark is reset once the data
     are prepared: `peak_rss_mb` is the training's peak, the process and its resident data included."""
     cfg = _cfg(repeat, epochs, "logging.tensorboard=true")
-    dev = load(cfg.dataset, torch.device("cpu"))
-    train_idx, _ = split_indices(len(dev.train_y), cfg.dataset.val_fraction, cfg.seed)
-    trainer = CONTENDERS[name](cfg, dev, train_idx)
+    trainer = CONTENDERS[name](cfg)
     memory = PeakMemory(torch.device("cpu"))
     memory.reset()
-    times, acc = trainer()
-    return {"times": times, "acc": acc, "peak_rss_mb": memory.read()["peak_rss_bytes"] / 2**20, "n": len(train_idx)}
+    times, acc, n_train = trainer()
+    return {"times": times, "acc": acc, "n": n_train, "peak_rss_mb": memory.read()["peak_rss_bytes"] / 2**20}
 
 
 def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
