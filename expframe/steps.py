@@ -8,11 +8,12 @@ from torch import nn
 
 from expframe.data import DeviceData
 
-Step = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# a batch of indices in, the batch's logits (before the update) out
+Step = Callable[[torch.Tensor], torch.Tensor]
 
 
 def eager_step(model: nn.Module, optimizer, scaler, data: DeviceData, amp, memory_format) -> Step:
-    def step(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(batch: torch.Tensor) -> torch.Tensor:
         with amp:
             logits = model(data.train_x[batch].contiguous(memory_format=memory_format))
             loss = F.cross_entropy(logits, data.train_y[batch])
@@ -20,7 +21,7 @@ def eager_step(model: nn.Module, optimizer, scaler, data: DeviceData, amp, memor
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        return logits, loss
+        return logits
 
     return step
 
@@ -42,10 +43,10 @@ class GraphedStep:
         self.step, self.optimizer = step, optimizer
         self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.logits: torch.Tensor | None = None
         self.warm = 0
 
-    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if len(batch) != len(self.index):
             return self.step(batch)
         if self.warm < self.WARMUP_STEPS:
@@ -61,6 +62,6 @@ class GraphedStep:
             self.optimizer.zero_grad(set_to_none=True)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.outputs = self.step(self.index)
+                self.logits = self.step(self.index)
         self.graph.replay()
-        return self.outputs
+        return self.logits
