@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m expframe.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=60000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sweep-jobs", type=int, default=8)
     parser.add_argument("--parallel-epochs", type=int, default=60, help="epochs per job of the joblib comparison")
     args = parser.parse_args(argv)
