@@ -8,7 +8,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from expframe import data
+from expframe.data.sources import check_available
 from expframe.errors import ConfigError
 from expframe.sweeps import check_sweep_values, log_status_counts
 from expframe.validate import validate
@@ -17,13 +17,16 @@ log = logging.getLogger("expframe")
 
 
 def check_config(cfg: DictConfig, sweep: bool = False) -> None:
-    """Hydra turns exceptions in callbacks into warnings; SystemExit is what stops it here."""
+    """Hydra turns exceptions in callbacks into warnings; SystemExit is what stops it here.
+
+    Checks that need the loaded data (a split that leaves nothing to train on, class weights that do
+    not match the classes) happen once, in the job; here the data's files are only checked to exist.
+    """
     try:
-        device = validate(cfg)
+        validate(cfg)
         if sweep:
             check_sweep_values(cfg)
-        if "root" in cfg.dataset:
-            data.load(cfg.dataset, device)
+        check_available(cfg.dataset.source)
     except ConfigError as e:
         sys.exit(f"error: {e}")
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from expframe import figures
 from expframe.engine import train
 from expframe.errors import ConfigError
 from expframe.outputs import write_json
@@ -39,20 +40,6 @@ def objective(metrics: dict, names: str | ListConfig) -> float | list[float]:
     return values if isinstance(names, ListConfig) else values[0]
 
 
-def summary_line(metrics: dict, out_dir: Path) -> str:
-    def fmt(key: str, spec: str, unit: str = "") -> str:
-        value = metrics.get(key)
-        return "n/a" if value is None else f"{value:{spec}}{unit}"
-
-    memory = metrics.get("peak_cuda_mem_bytes") or metrics.get("peak_rss_bytes") or 0
-    kind = "cuda" if metrics.get("peak_cuda_mem_bytes") else "rss"
-    return (
-        f"{metrics['status']}: val_acc={fmt('val_acc', '.4f')} test_acc={fmt('test_acc', '.4f')} "
-        f"epoch={fmt('epoch_time_s', '.3f', 's')} first_epoch={fmt('first_epoch_time_s', '.3f', 's')} "
-        f"{fmt('samples_per_s', ',.0f')} samples/s peak_{kind}={memory / 2**20:.0f}MB -> {out_dir}"
-    )
-
-
 def threads_per_job(hydra_cfg: DictConfig) -> int | None:
     """Parallel jobs share the cores: two torch processes with all-core thread pools slow each other
     down by large factors. joblib: cores / n_jobs; submitit: the CPUs given to the task
@@ -68,18 +55,27 @@ def threads_per_job(hydra_cfg: DictConfig) -> int | None:
     return max(1, cores // parallel)
 
 
+def failure_record(error: BaseException, cfg: DictConfig, swept: dict) -> dict:
+    """The same schema as a finished run's metrics.json, its figures null."""
+    return {
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        **figures.empty_summary(),
+        "seed": cfg.seed,
+        "swept": swept,
+    }
+
+
 def run(cfg: DictConfig) -> float | list[float]:
     hydra_cfg = HydraConfig.get()
-    if cfg.device.threads is None:
-        with open_dict(cfg):
-            cfg.device.threads = threads_per_job(hydra_cfg)
     out_dir = Path(hydra_cfg.runtime.output_dir)
     swept = swept_values(cfg, list(hydra_cfg.overrides.task))
     threads = torch.get_num_threads()
     try:
-        metrics = train(cfg, out_dir, swept)
+        metrics = train(cfg, out_dir, swept, launcher_threads=threads_per_job(hydra_cfg)).metrics
     except Exception as e:
-        metrics = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed, "swept": swept}
+        metrics = failure_record(e, cfg, swept)
+        out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)
         if hydra_cfg.mode == RunMode.RUN:
             if isinstance(e, ConfigError):  # found only once the data are loaded: still a user error
@@ -89,7 +85,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         return objective(metrics, cfg.objective)
     finally:
         release_job_state(threads)
-    log.info(summary_line(metrics, out_dir))
+    log.info("%s -> %s", figures.summary_line(metrics), out_dir)
     return objective(metrics, cfg.objective)
 
 

@@ -14,28 +14,36 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from expframe.measure import PeakMemory, environment
+from expframe import figures
+from expframe.measure import environment
 from expframe.outputs import write_csv
-
-MB = 1024 * 1024
-# metrics.json keys shown in TensorBoard's HParams table
-HPARAM_METRICS = ("val_acc", "test_acc", "best_val_acc", "final_val_loss", "epoch_time_s", "samples_per_s")
 
 
 class Recorder:
-    def __init__(self, cfg: DictConfig, out_dir: Path, model: nn.Module, sample: torch.Tensor, swept: dict) -> None:
+    """`logging`: the config's logging node (tensorboard, histogram_every, graph); `config`: the run's
+    whole config, shown as text in TensorBoard."""
+
+    def __init__(
+        self,
+        logging: DictConfig,
+        config: DictConfig,
+        out_dir: Path,
+        model: nn.Module,
+        sample: torch.Tensor,
+        swept: dict,
+    ) -> None:
         self.out_dir, self.swept = out_dir, swept
-        self.histogram_every = cfg.logging.histogram_every
+        self.histogram_every = logging.histogram_every
         self.elapsed = 0.0
         self.writer = None
-        if cfg.logging.tensorboard:
+        if logging.tensorboard:
             start = time.perf_counter()
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(out_dir))
-            self.writer.add_text("config", f"```yaml\n{OmegaConf.to_yaml(cfg)}\n```")
+            self.writer.add_text("config", f"```yaml\n{OmegaConf.to_yaml(config)}\n```")
             self.writer.add_text("env", f"```json\n{json.dumps(environment(sample.device), indent=2)}\n```")
-            if cfg.logging.graph:
+            if logging.graph:
                 _add_graph(self.writer, model, sample)
             self.elapsed += time.perf_counter() - start
 
@@ -46,26 +54,15 @@ class Recorder:
         if self.writer is not None:
             self.writer.close()
 
-    def epoch(self, history: list[dict], model: nn.Module, memory: PeakMemory) -> None:
+    def epoch(self, history: list[dict], model: nn.Module) -> None:
         start = time.perf_counter()
         write_csv(self.out_dir / "history.csv", history)
         if self.writer is not None:
             row, w = history[-1], self.writer
             step = row["epoch"]
-            for tag, key in (
-                ("loss/train", "train_loss"),
-                ("loss/val", "val_loss"),
-                ("acc/train", "train_acc"),
-                ("acc/val", "val_acc"),
-                ("time/epoch_s", "epoch_time_s"),
-                ("throughput/samples_per_s", "samples_per_s"),
-                ("lr", "lr"),
-            ):
-                w.add_scalar(tag, row[key], step)
-            peak = memory.read()
-            if peak["peak_cuda_mem_bytes"] is not None:
-                w.add_scalar("memory/peak_cuda_mb", peak["peak_cuda_mem_bytes"] / MB, step)
-            w.add_scalar("memory/peak_rss_mb", peak["peak_rss_bytes"] / MB, step)
+            for f in figures.per_epoch():
+                if f.tag and row[f.name] is not None:
+                    w.add_scalar(f.tag, row[f.name], step)
             if self.histogram_every and step % self.histogram_every == 0:
                 for name, param in model.named_parameters():
                     w.add_histogram(f"weights/{name}", param.detach(), step)
@@ -79,7 +76,11 @@ class Recorder:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        final = {f"final/{k}": float(metrics[k]) for k in HPARAM_METRICS if metrics.get(k) is not None}
+        final = {
+            f"final/{f.name}": float(metrics[f.name])
+            for f in figures.FIGURES
+            if f.hparam and metrics.get(f.name) is not None
+        }
         if metrics.get("test_acc") is not None:
             self.writer.add_scalar("acc/test", metrics["test_acc"], metrics["epochs_run"])
         params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in self.swept.items()}

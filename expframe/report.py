@@ -13,20 +13,11 @@ import logging
 import sys
 from pathlib import Path
 
+from expframe import figures
 from expframe.outputs import write_atomic
 
 log = logging.getLogger("expframe")
 
-FIGURES = (
-    "val_acc",
-    "test_acc",
-    "best_val_acc",
-    "epoch_time_s",
-    "first_epoch_time_s",
-    "samples_per_s",
-    "peak_mem_mb",
-    "n_params",
-)
 REPEAT_KEYS = ("seed",)
 
 
@@ -48,30 +39,29 @@ def find_runs(paths: list[Path]) -> tuple[list[dict], list[Path]]:
 
 
 def runs_table(runs: list[dict]):
+    """One row per run: its swept keys, status and every metrics.json figure of the table."""
     import pandas as pd
 
+    summary = figures.names(figures.in_summary())
     rows = []
     for m in runs:
         row = {k: v for k, v in (m.get("swept") or {}).items()}
         row.setdefault("seed", m.get("seed"))
         row["status"] = m.get("status")
-        cuda = m.get("peak_cuda_mem_bytes")
-        peak = cuda if cuda is not None else m.get("peak_rss_bytes")
-        row["peak_mem_mb"] = None if peak is None else peak / 2**20
-        row.update({k: m.get(k) for k in FIGURES if k != "peak_mem_mb"})
+        row.update({k: m.get(k) for k in summary})
         row["run_dir"] = m["run_dir"]
         job = Path(m["run_dir"]).name.split("_", 1)[0]
         row["job"] = int(job) if job.isdigit() else None
         rows.append(row)
     df = pd.DataFrame(rows)
-    for key in FIGURES:
+    for key in summary:
         df[key] = pd.to_numeric(df[key], errors="coerce")
     return df
 
 
 def varying_keys(df) -> list[str]:
     """An Optuna sweep's trial number (`trial`) comes first."""
-    fixed = set(FIGURES) | {"status", "run_dir", "job"}
+    fixed = set(figures.names(figures.in_summary())) | {"status", "run_dir", "job"}
     keys = [c for c in df.columns if c not in fixed and df[c].astype(str).nunique() > 1]
     return sorted(keys, key=lambda k: k != "trial")
 
@@ -158,13 +148,9 @@ def write_figures(df, by: list[str], out: Path) -> list[Path]:
     hue = by[1] if len(by) > 1 else None
     data = ok.assign(**{k: ok[k].astype(str) for k in by}) if by else ok.assign(run="all")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, (metric, label) in zip(
-        axes,
-        (("val_acc", "validation accuracy"), ("epoch_time_s", "epoch time (s)"), ("peak_mem_mb", "peak memory (MB)")),
-        strict=True,
-    ):
+    for ax, metric in zip(axes, ("val_acc", "epoch_time_s", "peak_mem_mb"), strict=True):
         sns.barplot(data=data, x=x or "run", y=metric, hue=hue, errorbar="sd", ax=ax, capsize=0.1)
-        ax.set_ylabel(label)
+        ax.set_ylabel(axis_label(metric))
         ax.tick_params(axis="x", labelrotation=30)
     fig.suptitle(f"mean ± sd over repeats, by {', '.join(by) or 'run'}")
     fig.tight_layout()
@@ -187,11 +173,16 @@ def write_figures(df, by: list[str], out: Path) -> list[Path]:
     fy = [points[i][0] for i in front]
     ax.plot(fx, fy, "k--", lw=1, drawstyle="steps-post", label="Pareto front")
     ax.scatter(fx, fy, facecolors="none", edgecolors="k", s=160)
-    ax.set_xlabel("epoch time (s)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_xlabel(axis_label("epoch_time_s"))
+    ax.set_ylabel(axis_label("val_acc"))
     ax.legend(fontsize=8)
     written.append(_save(fig, out / "pareto.png", plt))
     return written
+
+
+def axis_label(name: str) -> str:
+    f = figures.figure(name)
+    return f"{f.label} ({f.unit})" if f.unit else f.label
 
 
 def _loss_curves(ok, by: list[str]) -> list[dict]:
@@ -237,16 +228,18 @@ def report(
     unknown = [k for k in keys if k not in df.columns]
     if unknown:
         raise SystemExit(f"error: --by {unknown[0]}: not a swept key; choose from {', '.join(varying_keys(df))}")
-    chosen = metrics or list(FIGURES)
-    bad = [m for m in chosen if m not in FIGURES]
+    known = figures.names(figures.in_summary())
+    chosen = metrics or figures.report_columns()
+    bad = [m for m in chosen if m not in known]
     if bad:
-        raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(FIGURES)}")
+        raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(known)}")
     if sort and sort not in [*chosen, *keys]:
         raise SystemExit(f"error: --sort {sort}: choose from {', '.join([*chosen, *keys])}")
     table = grouped(df, keys, chosen)
     if sort:
         column = f"{sort}_mean" if f"{sort}_mean" in table.columns else sort
-        table = table.sort_values(column, ascending=sort.endswith("time_s") or sort == "peak_mem_mb")
+        lower_first = sort in known and figures.figure(sort).higher_is_better is False
+        table = table.sort_values(column, ascending=lower_first)
     shown = table[[*keys, "status", "n", *chosen]]
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "summary.csv", df.sort_values("run_dir").to_csv(index=False))
@@ -266,7 +259,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="expframe-report", description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="sweep folders, run folders or any parent")
     parser.add_argument("--by", nargs="+", help="group (and with two keys, pivot) by these swept keys")
-    parser.add_argument("--metrics", nargs="+", help=f"columns to show, from {', '.join(FIGURES)}")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        help=f"columns to show (default {', '.join(figures.report_columns())}), any metrics.json figure",
+    )
     parser.add_argument("--sort", help="sort rows by this metric (best first)")
     parser.add_argument("--out", type=Path, help="where to write (default: the first PATH)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")

@@ -61,6 +61,21 @@ def check_precision(precision: DictConfig, device: torch.device) -> None:
         )
 
 
+def apply_threads(requested: int | None, launcher_share: int | None) -> tuple[int, str]:
+    """The one place that decides a run's torch thread count; returns it and where it came from.
+
+    `device.threads` wins; else the launcher's share of the cores (parallel jobs must not each run
+    all-core thread pools); else torch's default. The job restores the previous count afterwards.
+    """
+    if requested:
+        torch.set_num_threads(requested)
+        return requested, "device.threads"
+    if launcher_share:
+        torch.set_num_threads(launcher_share)
+        return launcher_share, "launcher"
+    return torch.get_num_threads(), "torch default"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

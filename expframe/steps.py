@@ -1,9 +1,9 @@
 """One optimisation step on a batch of indices, eager or replayed from a captured CUDA graph."""
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from expframe.data import DeviceData
@@ -12,11 +12,19 @@ from expframe.data import DeviceData
 Step = Callable[[torch.Tensor], torch.Tensor]
 
 
-def eager_step(model: nn.Module, optimizer, scaler, data: DeviceData, amp, memory_format) -> Step:
+def eager_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss_fn: nn.Module,
+    data: DeviceData,
+    amp: AbstractContextManager,
+    memory_format: torch.memory_format,
+) -> Step:
     def step(batch: torch.Tensor) -> torch.Tensor:
         with amp:
             logits = model(data.train_x[batch].contiguous(memory_format=memory_format))
-            loss = F.cross_entropy(logits, data.train_y[batch])
+            loss = loss_fn(logits, data.train_y[batch])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

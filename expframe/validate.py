@@ -10,24 +10,9 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from expframe import figures
 from expframe.errors import ConfigError
 from expframe.runtime import check_precision, resolve_device
-
-# Figures a sweeper may optimise (keys of metrics.json).
-OBJECTIVES = (
-    "val_acc",
-    "test_acc",
-    "best_val_acc",
-    "final_train_loss",
-    "final_val_loss",
-    "epoch_time_s",
-    "first_epoch_time_s",
-    "train_time_s",
-    "samples_per_s",
-    "peak_cuda_mem_bytes",
-    "peak_rss_bytes",
-    "n_params",
-)
 
 
 @dataclass(frozen=True)
@@ -55,6 +40,15 @@ RULES = (
     Rule("compile", bool, lambda v: True, "true or false"),
     Rule("channels_last", bool, lambda v: True, "true or false"),
     Rule("cuda_graphs", bool, lambda v: True, "true or false"),
+    Rule(
+        "device.threads",
+        int,
+        lambda v: v >= 1,
+        "an integer >= 1 (torch threads; null = decided per launcher)",
+        optional=True,
+    ),
+    Rule("loss.label_smoothing", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
+    Rule("checkpoint.save_model", bool, lambda v: True, "true or false"),
 )
 
 
@@ -78,9 +72,10 @@ def check_values(cfg: DictConfig) -> None:
             "batch_size", cfg.batch_size, "must be >= 2 with model.batchnorm=true (BatchNorm needs 2 samples)"
         )
     objectives = cfg.objective if isinstance(cfg.objective, ListConfig) else [cfg.objective]
+    allowed = figures.objectives()
     for name in objectives:
-        if name not in OBJECTIVES:
-            raise ConfigError("objective", name, f"must be one of {', '.join(OBJECTIVES)}")
+        if name not in allowed:
+            raise ConfigError("objective", name, f"must be one of {', '.join(allowed)}")
 
 
 def check_cuda_graphs(cfg: DictConfig, device: torch.device) -> None:

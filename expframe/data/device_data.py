@@ -15,6 +15,8 @@ class DeviceData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    # axis names of train_x, batch first: "NCHW" for images, "NF" for feature vectors
+    layout: str = "NCHW"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -25,11 +27,12 @@ _CACHE: dict[tuple[str, str], DeviceData] = {}
 
 
 def load(dataset: DictConfig, device: torch.device) -> DeviceData:
-    """Per-channel statistics come from the whole training set, so they do not move with the seed."""
+    """Statistics per channel (C) or feature (F), over the batch and spatial axes of the source's
+    layout, from the whole training set, so they do not move with the seed."""
     key = (OmegaConf.to_yaml(dataset.source, resolve=True), str(device))
     if key not in _CACHE:
         raw = build(dataset.source)
-        dims = [0, 2, 3]
+        dims = [i for i, axis in enumerate(raw.layout) if axis not in "CF"]
         mean = raw.train_x.mean(dim=dims, keepdim=True)
         std = raw.train_x.std(dim=dims, keepdim=True).clamp_min(1e-6)
         _CACHE[key] = DeviceData(
@@ -38,6 +41,7 @@ def load(dataset: DictConfig, device: torch.device) -> DeviceData:
             ((raw.test_x - mean) / std).to(device),
             raw.test_y.to(device),
             raw.num_classes,
+            raw.layout,
         )
     return _CACHE[key]
 

@@ -1,4 +1,5 @@
-"""Where the images come from. Each source returns float32 images in [0, 1], NCHW, and int64 labels.
+"""Where the images come from. Each source returns float32 inputs (images in [0, 1]), int64 labels
+and the layout of its inputs (NCHW for every image source here).
 
 Sources are named by `_target_` in conf/dataset/*.yaml: a new data set is a YAML file plus, if its
 files have a new format, one function here.
@@ -6,11 +7,15 @@ files have a new format, one function here.
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from expframe.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # The fixed test split of the embedded sets must not move with the run's seed: every run of a
 # comparison is scored on the same images.
@@ -24,6 +29,7 @@ class RawSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    layout: str = "NCHW"
 
 
 def _fixed_holdout(x: np.ndarray, y: np.ndarray, test_size: int, num_classes: int) -> RawSplits:
@@ -67,21 +73,32 @@ def _as_nchw(images: object) -> torch.Tensor:
     return x.float().div_(255.0).contiguous()
 
 
-def torchvision_set(dataset_class: str, root: str, download: bool) -> RawSplits:
+def project_path(path: str) -> Path:
+    """A relative `dataset.root` is relative to the project (the folder holding conf/ and train.py),
+    not to wherever the command was started, so every job of a sweep, on any launcher, reads one folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _open_torchvision(dataset_class: str, root: str, download: bool) -> tuple[object, object]:
     module_name, _, class_name = dataset_class.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
+    where = project_path(root)
     try:
-        train = cls(root, train=True, download=download)
-        test = cls(root, train=False, download=download)
+        return cls(str(where), train=True, download=download), cls(str(where), train=False, download=download)
     except (RuntimeError, OSError) as e:
         reason = " ".join(str(e).split())[:160]
         raise ConfigError(
             "dataset.root",
             root,
-            f"{class_name} files are missing there and could not be downloaded ({reason}); "
+            f"{class_name} files are missing in {where} and could not be downloaded ({reason}); "
             f'on a machine with a network run: python -c "import torchvision; '
-            f"torchvision.datasets.{class_name}('{root}', download=True)\" and copy {root}/ here",
+            f"torchvision.datasets.{class_name}('{where}', download=True)\" and copy the folder here",
         ) from None
+
+
+def torchvision_set(dataset_class: str, root: str, download: bool) -> RawSplits:
+    train, test = _open_torchvision(dataset_class, root, download)
     return RawSplits(
         _as_nchw(train.data),
         torch.as_tensor(train.targets, dtype=torch.int64),
@@ -91,9 +108,20 @@ def torchvision_set(dataset_class: str, root: str, download: bool) -> RawSplits:
     )
 
 
+def check_available(source: DictConfig) -> None:
+    """Before a sweep's first job: files that are missing (and cannot be downloaded) are a config error.
+
+    Only sources that read files have something to check; nothing is normalised or put on a device
+    here, so a launcher's parent process holds no copy of the data while its workers train.
+    """
+    if source.get("_target_") == f"{__name__}.torchvision_set":
+        _open_torchvision(source.dataset_class, source.root, source.download)
+
+
 def synthetic(shape: list[int], num_classes: int, n_train: int, n_test: int, seed: int) -> RawSplits:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n_train + n_test, *shape, generator=gen)
     teacher = torch.randn(x[0].numel(), num_classes, generator=gen)
     y = (x.flatten(1) @ teacher).argmax(1)
-    return RawSplits(x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes)
+    layout = "NF" if len(shape) == 1 else "NC" + "HWD"[: len(shape) - 1]
+    return RawSplits(x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes, layout)

@@ -1,17 +1,16 @@
-"""Networks built from config scalars. `activation` is a factory (a `_partial_` torch.nn class)."""
+"""The MLP and CNN families. Both follow expframe.models.contract: keyword arguments in, logits out."""
 
 import math
-from collections.abc import Callable
 
 from torch import nn
 
-ActivationFactory = Callable[[], nn.Module]
+from expframe.models.contract import ActivationFactory
 
 
 def _hidden_block(
     layer: nn.Module, width: int, activation: ActivationFactory, batchnorm: bool, dropout: float, bn_cls: type
 ) -> list[nn.Module]:
-    """Layer -> [BatchNorm] -> activation -> [Dropout]: the order the TP prescribes."""
+    """Layer -> [BatchNorm] -> activation -> [Dropout]: the order the practical prescribes."""
     block = [layer]
     if batchnorm:
         block.append(bn_cls(width))
@@ -41,6 +40,7 @@ def _mlp_head(
 class MLP(nn.Sequential):
     def __init__(
         self,
+        *,
         input_shape: tuple[int, ...],
         num_classes: int,
         activation: ActivationFactory,
@@ -60,6 +60,7 @@ class CNN(nn.Sequential):
 
     def __init__(
         self,
+        *,
         input_shape: tuple[int, ...],
         num_classes: int,
         activation: ActivationFactory,

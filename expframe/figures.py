@@ -1,0 +1,269 @@
+"""Every figure expframe records, declared once.
+
+history.csv's columns, metrics.json's figures, TensorBoard's tags and HParams, the objectives a
+sweeper may optimise, the report's columns and the one-line summary of a run all read `FIGURES`
+(at call time, so a figure added to the table is everywhere at once). Adding a figure is one
+`Figure(...)` here plus the code that computes it, or a `derive` function of figures already there.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+MB = 2**20
+
+# How a metrics.json figure is obtained:
+#   "last": the last epoch's value of `source`; "best": its best epoch (by the figure's direction);
+#   "run": computed by the training run for the whole run; "derived": `derive(figures so far)`.
+Summary = Literal["last", "best", "run", "derived"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    label: str
+    unit: str = ""
+    # True: higher is better; False: lower is better; None: neither (the learning rate)
+    higher_is_better: bool | None = None
+    # a history.csv column, computed every epoch
+    per_epoch: bool = False
+    summary: Summary | None = None
+    # the per-epoch figure a "last" or "best" summary reads (default: the same name)
+    source: str | None = None
+    derive: Callable[[dict], float | None] | None = None
+    # TensorBoard scalar tag of the per-epoch value
+    tag: str | None = None
+    # the final value is a column of TensorBoard's HParams table
+    hparam: bool = False
+    objective: bool = False
+    # a default column of expframe-report's table
+    report: bool = False
+    # shown in the one-line summary of a run as `line=value` with this format
+    line: str | None = None
+    fmt: str = ".4f"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+
+def _peak_mem_mb(figures: dict) -> float | None:
+    """The device's peak: CUDA's allocator on a GPU, the process's resident set on the CPU."""
+    peak = figures.get("peak_cuda_mem_bytes")
+    peak = peak if peak is not None else figures.get("peak_rss_bytes")
+    return None if peak is None else peak / MB
+
+
+def _per_mb(key: str) -> Callable[[dict], float | None]:
+    return lambda row: None if row.get(key) is None else row[key] / MB
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure("train_loss", "training loss", higher_is_better=False, per_epoch=True, tag="loss/train"),
+    Figure("train_acc", "training accuracy", higher_is_better=True, per_epoch=True, tag="acc/train"),
+    Figure("val_loss", "validation loss", higher_is_better=False, per_epoch=True, tag="loss/val"),
+    Figure(
+        "val_acc",
+        "validation accuracy",
+        higher_is_better=True,
+        per_epoch=True,
+        tag="acc/val",
+        summary="last",
+        hparam=True,
+        objective=True,
+        report=True,
+        line="val_acc",
+    ),
+    Figure(
+        "test_acc",
+        "test accuracy",
+        higher_is_better=True,
+        summary="run",
+        hparam=True,
+        objective=True,
+        report=True,
+        line="test_acc",
+    ),
+    Figure("lr", "learning rate", per_epoch=True, tag="lr", fmt=".3g"),
+    Figure(
+        "epoch_time_s",
+        "epoch time",
+        "s",
+        higher_is_better=False,
+        per_epoch=True,
+        tag="time/epoch_s",
+        summary="run",
+        hparam=True,
+        objective=True,
+        report=True,
+        line="epoch",
+        fmt=".3f",
+    ),
+    Figure(
+        "first_epoch_time_s",
+        "first (warm-up) epoch time",
+        "s",
+        higher_is_better=False,
+        summary="run",
+        objective=True,
+        report=True,
+        line="first_epoch",
+        fmt=".3f",
+    ),
+    Figure(
+        "samples_per_s",
+        "throughput",
+        "samples/s",
+        higher_is_better=True,
+        per_epoch=True,
+        tag="throughput/samples_per_s",
+        summary="run",
+        hparam=True,
+        objective=True,
+        report=True,
+        line="samples/s",
+        fmt=",.0f",
+    ),
+    Figure(
+        "peak_rss_mb",
+        "peak resident memory",
+        "MB",
+        higher_is_better=False,
+        per_epoch=True,
+        tag="memory/peak_rss_mb",
+        derive=_per_mb("peak_rss_bytes"),
+        fmt=".0f",
+    ),
+    Figure(
+        "peak_cuda_mb",
+        "peak CUDA memory",
+        "MB",
+        higher_is_better=False,
+        per_epoch=True,
+        tag="memory/peak_cuda_mb",
+        derive=_per_mb("peak_cuda_mem_bytes"),
+        fmt=".0f",
+    ),
+    Figure(
+        "best_val_acc",
+        "best validation accuracy",
+        higher_is_better=True,
+        summary="best",
+        source="val_acc",
+        hparam=True,
+        objective=True,
+        report=True,
+    ),
+    Figure(
+        "final_train_loss",
+        "final training loss",
+        higher_is_better=False,
+        summary="last",
+        source="train_loss",
+        objective=True,
+    ),
+    Figure(
+        "final_val_loss",
+        "final validation loss",
+        higher_is_better=False,
+        summary="last",
+        source="val_loss",
+        hparam=True,
+        objective=True,
+    ),
+    Figure("epochs_run", "epochs run", summary="run", fmt="d"),
+    Figure("train_time_s", "training time", "s", higher_is_better=False, summary="run", objective=True, fmt=".3f"),
+    Figure("eval_time_s", "evaluation time", "s", higher_is_better=False, summary="run", fmt=".3f"),
+    Figure("logging_time_s", "logging time", "s", higher_is_better=False, summary="run", fmt=".3f"),
+    Figure("startup_s", "start-up time", "s", higher_is_better=False, summary="run", fmt=".2f"),
+    Figure("peak_cuda_mem_bytes", "peak CUDA memory allocated", "B", False, summary="run", objective=True, fmt=",d"),
+    Figure("peak_cuda_reserved_bytes", "peak CUDA memory reserved", "B", False, summary="run", fmt=",d"),
+    Figure("peak_rss_bytes", "peak resident memory", "B", False, summary="run", objective=True, fmt=",d"),
+    Figure(
+        "peak_mem_mb",
+        "peak memory",
+        "MB",
+        higher_is_better=False,
+        summary="derived",
+        derive=_peak_mem_mb,
+        objective=True,
+        report=True,
+        line="peak_mem",
+        fmt=".0f",
+    ),
+    Figure("n_params", "parameters", higher_is_better=False, summary="run", objective=True, report=True, fmt=",d"),
+)
+
+
+def figure(name: str) -> Figure:
+    for f in FIGURES:
+        if f.name == name:
+            return f
+    raise KeyError(name)
+
+
+def per_epoch() -> list[Figure]:
+    return [f for f in FIGURES if f.per_epoch]
+
+
+def in_summary() -> list[Figure]:
+    return [f for f in FIGURES if f.summary]
+
+
+def names(figures: Iterable[Figure]) -> list[str]:
+    return [f.name for f in figures]
+
+
+def objectives() -> list[str]:
+    return [f.name for f in FIGURES if f.objective]
+
+
+def report_columns() -> list[str]:
+    return [f.name for f in FIGURES if f.report]
+
+
+def history_row(computed: dict) -> dict:
+    """One epoch's row in declaration order; derived figures are computed from the others."""
+    row = {"epoch": computed["epoch"]}
+    for f in per_epoch():
+        row[f.name] = f.derive(computed) if f.derive else computed[f.name]
+    return row
+
+
+def summarise(history: list[dict], computed: dict) -> dict:
+    """metrics.json's figures: from the history ("last", "best"), the run ("run") or derived.
+
+    A run that stopped before its first epoch has no per-epoch figures: they are null.
+    """
+    out: dict = {}
+    for f in in_summary():
+        if f.summary == "run":
+            out[f.name] = computed[f.name]
+        elif f.summary == "derived":
+            out[f.name] = f.derive({**computed, **out})
+        else:
+            values = [row[f.source or f.name] for row in history if row.get(f.source or f.name) is not None]
+            if not values:
+                out[f.name] = None
+            elif f.summary == "last":
+                out[f.name] = values[-1]
+            else:
+                out[f.name] = max(values) if f.higher_is_better else min(values)
+    return out
+
+
+def empty_summary() -> dict:
+    """The figures of a run that failed: every key, all null, so every metrics.json has one schema."""
+    return {f.name: None for f in in_summary()}
+
+
+def format_value(f: Figure, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    unit = f.unit if f.unit not in ("", "samples/s") else ""
+    return f"{value:{f.fmt}}{unit}"
+
+
+def summary_line(metrics: dict) -> str:
+    """`ok: val_acc=0.8875 test_acc=0.8540 epoch=0.023s ...`: the figures declared with a `line`."""
+    parts = [f"{f.line}={format_value(f, metrics.get(f.name))}" for f in FIGURES if f.line]
+    return f"{metrics['status']}: " + " ".join(parts)

@@ -1,0 +1,16 @@
+"""Model families (conf/model/*.yaml name them by `_target_`), the contract they follow, weight init."""
+
+from expframe.models.contract import ActivationFactory, ModelFamily, ModelInputs, build_model
+from expframe.models.init import apply_init, initialised_layers
+from expframe.models.networks import CNN, MLP
+
+__all__ = [
+    "CNN",
+    "MLP",
+    "ActivationFactory",
+    "ModelFamily",
+    "ModelInputs",
+    "apply_init",
+    "build_model",
+    "initialised_layers",
+]

@@ -1,0 +1,91 @@
+"""`expframe-eval RUN_DIR [RUN_DIR ...]`: rebuild a run's model from its saved config and model.pt,
+re-score it on the test set and print the figure next to the one the run recorded.
+
+The model, data (same fixed test split, same normalisation) and precision come from the run's
+`.hydra/config.yaml`; the weights are read with `torch.load(..., weights_only=True)`, so a
+model.pt can hold tensors only, never code.
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from expframe.data import load
+from expframe.engine import MODEL_FILE, model_inputs
+from expframe.errors import ConfigError
+from expframe.losses import build_loss
+from expframe.models import build_model
+from expframe.runtime import autocast, resolve_device
+from expframe.scoring import evaluate
+
+log = logging.getLogger("expframe")
+
+
+def load_run(run_dir: Path) -> tuple[DictConfig, dict]:
+    """The run's saved config and its recorded metrics."""
+    config, metrics, weights = run_dir / ".hydra" / "config.yaml", run_dir / "metrics.json", run_dir / MODEL_FILE
+    for path, why in ((config, "not a run folder"), (metrics, "the run never finished")):
+        if not path.is_file():
+            raise ConfigError("RUN_DIR", str(run_dir), f"has no {path.relative_to(run_dir)} ({why})")
+    if not weights.is_file():
+        raise ConfigError(
+            "RUN_DIR",
+            str(run_dir),
+            f"has no {MODEL_FILE} (the run failed, diverged or had checkpoint.save_model=false)",
+        )
+    return OmegaConf.load(config), json.loads(metrics.read_text())
+
+
+def rescore(run_dir: Path, device: str | None = None) -> dict:
+    """{"test_acc", "test_loss", "recorded_test_acc", "device"} for the run's saved weights."""
+    cfg, recorded = load_run(run_dir)
+    target = resolve_device(OmegaConf.create({"type": device}) if device else cfg.device)
+    data = load(cfg.dataset, target)
+    net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data))
+    net.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True))
+    net.to(target)
+    loss_fn = build_loss(cfg.loss, data.num_classes, target)
+    test_loss, test_acc = evaluate(
+        net, loss_fn, data.test_x, data.test_y, data.num_classes, autocast(cfg.precision, target)
+    )
+    return {
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "recorded_test_acc": recorded.get("test_acc"),
+        "device": str(target),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="expframe-eval", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders holding model.pt")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="score there (default: the run's device setting)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a score differs from the recorded one")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    differs = 0
+    for run_dir in args.run_dirs:
+        try:
+            scored = rescore(run_dir, args.device)
+        except ConfigError as e:
+            raise SystemExit(f"error: {e}") from None
+        recorded = scored["recorded_test_acc"]
+        same = recorded is not None and scored["test_acc"] == recorded
+        differs += not same
+        verdict = "equal" if same else "differs" if recorded is not None else "nothing to compare"
+        shown = "none" if recorded is None else f"{recorded:.4f}"
+        print(
+            f"test_acc={scored['test_acc']:.4f} test_loss={scored['test_loss']:.4f} "
+            f"(recorded {shown}: {verdict}) on {scored['device']} -> {run_dir}"
+        )
+    if args.check and differs:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
