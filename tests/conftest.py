@@ -22,6 +22,13 @@ def make_cfg(*overrides: str) -> DictConfig:
         return compose(config_name="train", overrides=["logging.tensorboard=false", *overrides])
 
 
+def trained(cfg: DictConfig, out_dir: Path) -> dict:
+    """A run in this process, through the same train() the CLI calls; its metrics."""
+    from expframe.engine import train
+
+    return train(cfg, out_dir).metrics
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python train.py ...` as a user runs it, from the project root, stdout not a terminal."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
@@ -55,9 +62,9 @@ def tiny_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def card_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The card's 2x2 grid with 2 seeds, on the digits set (fast), its report written at the end."""
-    path = tmp_path_factory.mktemp("card_sweep")
+def grid_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The README's 2x2 grid (optimizer x activation) with 2 seeds on digits (fast), its report written."""
+    path = tmp_path_factory.mktemp("grid_sweep")
     out = run_cli(
         "train.py",
         "-m",

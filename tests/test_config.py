@@ -6,10 +6,11 @@ from omegaconf import OmegaConf
 
 from expframe.build import build
 from expframe.data import DeviceData
-from expframe.engine import build_model
+from expframe.engine import model_inputs
+from expframe.models import build_model
 from tests.conftest import CONF, make_cfg, run_cli
 
-GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "precision", "device"]
+GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "loss", "precision", "device"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -27,6 +28,10 @@ def blank_data(shape: tuple[int, ...]) -> DeviceData:
 TINY = blank_data((1, 28, 28))
 
 
+def model_for(cfg, data: DeviceData = TINY) -> torch.nn.Module:
+    return build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data))
+
+
 def test_every_group_has_its_options():
     names = {g: {o for gg, o in OPTIONS if gg == g} for g in GROUPS}
     assert names["dataset"] == {"mnist_5k", "digits", "mnist", "fashion_mnist", "cifar10", "synthetic"}
@@ -37,9 +42,10 @@ def test_every_group_has_its_options():
     assert names["precision"] == {"fp32", "fp16", "bf16"}
     assert names["device"] == {"auto", "cpu", "cuda"}
     assert names["model"] == {"mlp", "cnn"}
+    assert names["loss"] == {"cross_entropy"}
 
 
-def test_defaults_are_the_tp_baseline():
+def test_defaults_are_the_practicals_baseline():
     cfg = make_cfg()
     assert cfg.dataset.name == "mnist_5k"
     assert (cfg.model.depth, cfg.model.width, cfg.model.dropout, cfg.model.batchnorm) == (1, 128, 0.0, False)
@@ -47,7 +53,7 @@ def test_defaults_are_the_tp_baseline():
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.01
     assert (cfg.batch_size, cfg.epochs, cfg.seed) == (64, 5, 0)
     assert cfg.init.weight is None and cfg.precision.name == "fp32" and cfg.device.type == "auto"
-    model = build_model(cfg, TINY)
+    model = model_for(cfg)
     assert [tuple(p.shape) for p in model.parameters()] == [(128, 784), (128,), (10, 128), (10,)]
 
 
@@ -55,7 +61,7 @@ def test_defaults_are_the_tp_baseline():
 def test_option_composes_and_builds(group, option):
     cfg = make_cfg(f"{group}={option}")
     assert OmegaConf.to_yaml(cfg, resolve=True)
-    model = build_model(cfg, TINY)
+    model = model_for(cfg)
     optimizer = build(cfg.optimizer)(model.parameters())
     if cfg.scheduler.get("_target_"):
         assert isinstance(build(cfg.scheduler)(optimizer), torch.optim.lr_scheduler.LRScheduler)
@@ -64,15 +70,15 @@ def test_option_composes_and_builds(group, option):
 
 def test_model_scalars_shape_the_network():
     cfg = make_cfg("model.depth=3", "model.width=32", "model.dropout=0.5", "model.batchnorm=true", "activation=tanh")
-    layers = [type(m).__name__ for m in build_model(cfg, TINY)]
+    layers = [type(m).__name__ for m in model_for(cfg)]
     assert layers == ["Flatten"] + ["Linear", "BatchNorm1d", "Tanh", "Dropout"] * 3 + ["Linear"]
-    assert [type(m).__name__ for m in build_model(make_cfg("model.depth=0"), TINY)] == ["Flatten", "Linear"]
+    assert [type(m).__name__ for m in model_for(make_cfg("model.depth=0"))] == ["Flatten", "Linear"]
 
 
 def test_cnn_takes_colour_images():
     cfg = make_cfg("model=cnn", "model.batchnorm=true")
     colour = blank_data((3, 32, 32))
-    assert build_model(cfg, colour)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert model_for(cfg, colour)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_help_lists_groups_and_options():

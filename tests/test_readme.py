@@ -154,9 +154,9 @@ REPORTS = [line for line in LINES if line.startswith("expframe-report ")]
 
 
 @pytest.mark.parametrize("command", REPORTS)
-def test_readme_report_command_runs(command, card_sweep):
+def test_readme_report_command_runs(command, grid_sweep):
     """The README's sweep path is an example; the command runs as written on a real sweep."""
-    sweep_dir, _ = card_sweep
+    sweep_dir, _ = grid_sweep
     script, *args = shlex.split(command)
     args = [str(sweep_dir) if a.startswith("multirun/") else a for a in args]
     out = subprocess.run([str(Path(sys.executable).parent / script), *args], capture_output=True, text=True)
@@ -187,9 +187,9 @@ def hparams_table(port: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("command", BOARDS)
-def test_readme_tensorboard_command_serves_the_runs(command, card_sweep, tmp_path):
+def test_readme_tensorboard_command_serves_the_runs(command, grid_sweep, tmp_path):
     """TensorBoard as written (on a real sweep), asked over HTTP which runs it shows."""
-    sweep_dir, _ = card_sweep
+    sweep_dir, _ = grid_sweep
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]

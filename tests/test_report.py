@@ -15,8 +15,8 @@ from tests.conftest import run_cli
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_sweep_writes_its_report_automatically(card_sweep):
-    path, out = card_sweep
+def test_sweep_writes_its_report_automatically(grid_sweep):
+    path, out = grid_sweep
     for name in ("summary.csv", "summary.md", "summary.tex"):
         assert (path / name).stat().st_size > 100
     for name in ("metrics.png", "loss_curves.png", "pareto.png"):
@@ -25,8 +25,8 @@ def test_sweep_writes_its_report_automatically(card_sweep):
     assert "| activation" in out.stderr + out.stdout
 
 
-def test_repeats_are_grouped_with_the_right_means(card_sweep, tmp_path):
-    path, _ = card_sweep
+def test_repeats_are_grouped_with_the_right_means(grid_sweep, tmp_path):
+    path, _ = grid_sweep
     report([path], tmp_path, figures=False)
     table = pd.read_csv(tmp_path / "summary.csv")
     assert len(table) == 8
@@ -40,16 +40,16 @@ def test_repeats_are_grouped_with_the_right_means(card_sweep, tmp_path):
     assert len([line for line in md.splitlines()[:6] if line.startswith("| ")]) == 5  # header + 4 configurations
 
 
-def test_pivot_rows_by_columns(card_sweep, tmp_path):
-    path, _ = card_sweep
+def test_pivot_rows_by_columns(grid_sweep, tmp_path):
+    path, _ = grid_sweep
     md = report([path], tmp_path, by=["activation", "optimizer"], metrics=["val_acc", "epoch_time_s"], figures=False)
     pivot = md.split("columns optimizer):")[1].strip().splitlines()
     assert "adam" in pivot[0] and "sgd" in pivot[0]
     assert len(pivot) == 4  # header, separator, relu, tanh
 
 
-def test_tensorboard_events_of_a_sweep_job(card_sweep):
-    path, _ = card_sweep
+def test_tensorboard_events_of_a_sweep_job(grid_sweep):
+    path, _ = grid_sweep
     job = next(p for p in path.iterdir() if p.name.startswith("3_"))
     metrics = json.loads((job / "metrics.json").read_text())
     events = EventAccumulator(str(job)).Reload()

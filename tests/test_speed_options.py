@@ -3,22 +3,22 @@
 import pytest
 import torch
 
-from expframe.engine import to_device, train
-from tests.conftest import make_cfg, needs_cuda
+from expframe.engine import to_device
+from tests.conftest import make_cfg, needs_cuda, trained
 
 
 @pytest.mark.slow
 def test_compiled_model_trains_from_the_same_weights(tmp_path):
-    eager = train(make_cfg("dataset=digits", "epochs=2", "optimizer=adam"), tmp_path / "eager")
-    compiled = train(make_cfg("dataset=digits", "epochs=2", "optimizer=adam", "compile=true"), tmp_path / "compiled")
+    eager = trained(make_cfg("dataset=digits", "epochs=2", "optimizer=adam"), tmp_path / "eager")
+    compiled = trained(make_cfg("dataset=digits", "epochs=2", "optimizer=adam", "compile=true"), tmp_path / "compiled")
     assert compiled["status"] == "ok" and compiled["init_hash"] == eager["init_hash"]
     assert compiled["test_acc"] == pytest.approx(eager["test_acc"], abs=0.05)
 
 
 def test_channels_last_cnn_matches_the_default_layout(tmp_path):
     overrides = ("dataset=digits", "model=cnn", "epochs=2", "optimizer=adam", "model.batchnorm=true")
-    nchw = train(make_cfg(*overrides), tmp_path / "nchw")
-    nhwc = train(make_cfg(*overrides, "channels_last=true"), tmp_path / "nhwc")
+    nchw = trained(make_cfg(*overrides), tmp_path / "nchw")
+    nhwc = trained(make_cfg(*overrides, "channels_last=true"), tmp_path / "nhwc")
     assert nhwc["init_hash"] == nchw["init_hash"]
     assert nhwc["final_train_loss"] == pytest.approx(nchw["final_train_loss"], rel=1e-3)
 
@@ -40,8 +40,8 @@ def test_index_transfer_to_cuda_is_pinned_and_correct():
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
 def test_cuda_graph_step_trains_like_the_eager_step(tmp_path, optimizer):
     overrides = ("device=cuda", "epochs=2", f"optimizer={optimizer}", "batch_size=50")
-    eager = train(make_cfg(*overrides), tmp_path / "eager")
-    graphed = train(make_cfg(*overrides, "cuda_graphs=true"), tmp_path / "graphed")
+    eager = trained(make_cfg(*overrides), tmp_path / "eager")
+    graphed = trained(make_cfg(*overrides, "cuda_graphs=true"), tmp_path / "graphed")
     assert graphed["status"] == "ok" and graphed["init_hash"] == eager["init_hash"]
     assert graphed["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-2)
     assert graphed["test_acc"] == pytest.approx(eager["test_acc"], abs=0.02)

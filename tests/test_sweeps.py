@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from expframe import figures
 from tests.conftest import ROOT, run_cli
 
 
@@ -25,7 +26,7 @@ def metrics(job):
     return json.loads((job / "metrics.json").read_text())
 
 
-def test_card_grid_runs_four_jobs(tmp_path):
+def test_two_by_two_grid_runs_four_jobs(tmp_path):
     out = run_cli(
         "train.py", "-m", "optimizer=sgd,adam", "activation=relu,tanh", "epochs=1", f"hydra.sweep.dir={tmp_path}"
     )
@@ -266,7 +267,8 @@ def test_interrupted_sweep_leaves_complete_files(tmp_path):
         assert json.loads(path.read_text())["status"] == "ok"
     for history in tmp_path.glob("*/history.csv"):
         rows = list(csv.DictReader(history.open()))
-        assert rows and all(len(r) == 8 and None not in r.values() for r in rows)
+        assert rows and all(list(r) == ["epoch", *figures.names(figures.per_epoch())] for r in rows)
+        assert all(r["val_acc"] and r["train_loss"] and r["epoch_time_s"] for r in rows), "no row cut short"
     from expframe.report import find_runs
 
     runs, incomplete = find_runs([tmp_path])

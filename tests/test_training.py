@@ -1,4 +1,4 @@
-"""Real runs on real data: accuracy, divergence, reproducibility, the TP's lessons, precisions."""
+"""Real runs on real data: accuracy, divergence, reproducibility, the practical's lessons, precisions."""
 
 import csv
 import json
@@ -7,8 +7,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from expframe.engine import train
-from tests.conftest import make_cfg, needs_cuda, run_cli
+from expframe import figures
+from tests.conftest import make_cfg, needs_cuda, run_cli, trained
 
 
 def history(path):
@@ -16,48 +16,19 @@ def history(path):
 
 
 def test_mnist_5k_two_epochs_learns(tmp_path):
-    m = train(make_cfg("epochs=2", "optimizer=sgd_momentum"), tmp_path)
+    m = trained(make_cfg("epochs=2", "optimizer=sgd_momentum"), tmp_path)
     assert m["status"] == "ok" and m["epochs_run"] == 2
     assert m["test_acc"] > 0.85
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    for key in (
-        "status",
-        "error",
-        "val_acc",
-        "test_acc",
-        "best_val_acc",
-        "final_train_loss",
-        "final_val_loss",
-        "epochs_run",
-        "epoch_time_s",
-        "first_epoch_time_s",
-        "train_time_s",
-        "samples_per_s",
-        "peak_cuda_mem_bytes",
-        "peak_cuda_reserved_bytes",
-        "peak_rss_bytes",
-        "n_params",
-        "init_hash",
-        "seed",
-        "device",
-        "precision",
-        "env",
-    ):
+    bookkeeping = ("status", "error", "peak_rss_scope", "init_hash", "seed", "device", "precision", "env", "model_file")
+    for key in (*figures.names(figures.in_summary()), *bookkeeping, "torch_threads", "threads_from", "swept"):
         assert key in saved, key
     assert m["peak_cuda_mem_bytes"] is None and m["peak_rss_bytes"] > 50 * 2**20
     assert m["epoch_time_s"] > 0 and m["samples_per_s"] > 1000 and m["n_params"] == 101770
     rows = history(tmp_path)
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == [
-        "epoch",
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "lr",
-        "epoch_time_s",
-        "samples_per_s",
-    ]
+    assert list(rows[0]) == ["epoch", *figures.names(figures.per_epoch())]
+    assert float(rows[0]["peak_rss_mb"]) > 50 and rows[0]["peak_cuda_mb"] == ""
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
@@ -74,9 +45,9 @@ def test_cli_default_run_writes_its_files(tmp_path):
 
 
 def test_digits_and_cnn(tmp_path):
-    m = train(make_cfg("dataset=digits", "seed=3", "epochs=3", "optimizer=adam"), tmp_path / "mlp")
+    m = trained(make_cfg("dataset=digits", "seed=3", "epochs=3", "optimizer=adam"), tmp_path / "mlp")
     assert m["test_acc"] > 0.8 and m["seed"] == 3
-    m = train(
+    m = trained(
         make_cfg("dataset=digits", "model=cnn", "epochs=2", "optimizer=adam", "model.batchnorm=true"), tmp_path / "cnn"
     )
     assert m["status"] == "ok" and m["test_acc"] > 0.3
@@ -108,43 +79,46 @@ def test_divergence_is_recorded(tmp_path):
 @pytest.mark.parametrize("seed", [0, 7])
 def test_same_seed_same_history(tmp_path, seed):
     overrides = (f"seed={seed}", "epochs=2", "model.dropout=0.2")
-    train(make_cfg(*overrides), tmp_path / "a")
-    train(make_cfg(*overrides), tmp_path / "b")
-    train(make_cfg(f"seed={seed + 1}", *overrides[1:]), tmp_path / "c")
+    trained(make_cfg(*overrides), tmp_path / "a")
+    trained(make_cfg(*overrides), tmp_path / "b")
+    trained(make_cfg(f"seed={seed + 1}", *overrides[1:]), tmp_path / "c")
     a, b, c = (history(tmp_path / x) for x in "abc")
-    strip = [{k: v for k, v in r.items() if k not in ("epoch_time_s", "samples_per_s")} for r in a]
-    assert strip == [{k: v for k, v in r.items() if k not in ("epoch_time_s", "samples_per_s")} for r in b]
+    measured = {f.name for f in figures.per_epoch() if f.unit in ("s", "samples/s", "MB")}
+    assert measured == {"epoch_time_s", "samples_per_s", "peak_rss_mb", "peak_cuda_mb"}
+    assert [{k: v for k, v in r.items() if k not in measured} for r in a] == [
+        {k: v for k, v in r.items() if k not in measured} for r in b
+    ]
     assert a[0]["train_loss"] != c[0]["train_loss"], "a different seed must give different numbers"
 
 
 def test_optimizers_start_from_the_same_weights(tmp_path):
-    sgd = train(make_cfg("optimizer=sgd", "epochs=1", "seed=5"), tmp_path / "sgd")
-    adam = train(make_cfg("optimizer=adam", "epochs=1", "seed=5"), tmp_path / "adam")
-    other = train(make_cfg("optimizer=sgd", "epochs=1", "seed=6"), tmp_path / "other")
+    sgd = trained(make_cfg("optimizer=sgd", "epochs=1", "seed=5"), tmp_path / "sgd")
+    adam = trained(make_cfg("optimizer=adam", "epochs=1", "seed=5"), tmp_path / "adam")
+    other = trained(make_cfg("optimizer=sgd", "epochs=1", "seed=6"), tmp_path / "other")
     assert sgd["init_hash"] == adam["init_hash"] != other["init_hash"]
 
 
 def test_zero_init_stays_near_chance(tmp_path):
-    m = train(make_cfg("init=zeros", "model.depth=2", "epochs=2", "optimizer=sgd_momentum"), tmp_path)
+    m = trained(make_cfg("init=zeros", "model.depth=2", "epochs=2", "optimizer=sgd_momentum"), tmp_path)
     assert m["test_acc"] < 0.2
-    kaiming = train(make_cfg("init=kaiming", "model.depth=2", "epochs=2", "optimizer=sgd_momentum"), tmp_path / "k")
+    kaiming = trained(make_cfg("init=kaiming", "model.depth=2", "epochs=2", "optimizer=sgd_momentum"), tmp_path / "k")
     assert kaiming["test_acc"] > 0.8
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_reduced_precision_runs_on_cpu(tmp_path, precision):
-    m = train(make_cfg(f"precision={precision}", "device=cpu", "epochs=2", "optimizer=adam"), tmp_path)
+    m = trained(make_cfg(f"precision={precision}", "device=cpu", "epochs=2", "optimizer=adam"), tmp_path)
     assert m["status"] == "ok" and m["precision"] == precision and m["test_acc"] > 0.8
 
 
 def test_scheduler_changes_lr(tmp_path):
-    train(make_cfg("scheduler=cosine", "epochs=3"), tmp_path)
+    trained(make_cfg("scheduler=cosine", "epochs=3"), tmp_path)
     lrs = [float(r["lr"]) for r in history(tmp_path)]
     assert lrs[0] == 0.01 and lrs[0] > lrs[1] > lrs[2]
 
 
 def test_tensorboard_scalars_match_metrics(tmp_path):
-    m = train(
+    m = trained(
         make_cfg("logging.tensorboard=true", "logging.histogram_every=1", "logging.graph=true", "epochs=2"), tmp_path
     )
     events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0, "scalars": 0}).Reload()
@@ -171,6 +145,6 @@ def test_tensorboard_scalars_match_metrics(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_cuda_run_measures_gpu_memory(tmp_path, precision):
-    m = train(make_cfg("device=cuda", f"precision={precision}", "epochs=2"), tmp_path)
+    m = trained(make_cfg("device=cuda", f"precision={precision}", "epochs=2"), tmp_path)
     assert m["device"].startswith("cuda") and m["peak_cuda_mem_bytes"] > 0
     assert m["peak_cuda_reserved_bytes"] >= m["peak_cuda_mem_bytes"]

@@ -1,4 +1,4 @@
-"""`python -m expframe.bench`: expframe's training path against the TP's loop and a hand-written floor.
+"""`python -m tests.benchmark`: expframe's training path against the practical's loop and a hand-written floor.
 
 Same model (MLP 784-128-10, ReLU), optimizer (SGD 0.01), batch (64) and data (the embedded MNIST
 subset tiled to 60,000 images, minus the validation split) for every contender. Each contender
@@ -63,9 +63,9 @@ def _device_data(cfg):
     return dev, split_indices(len(dev.train_y), cfg.dataset.val_fraction, cfg.seed)[0]
 
 
-def tp_reference(cfg) -> Trainer:
-    """The TP's loop: PIL images through ToTensor+Normalize per sample, a DataLoader, .item() per step
-    (the TP logs each step's loss). It holds only its uint8 images, as torchvision's MNIST does."""
+def course_loop(cfg) -> Trainer:
+    """The practical's own loop: PIL images through ToTensor+Normalize per sample, a DataLoader, .item() per step
+    (the practical logs each step's loss). It holds only its uint8 images, as torchvision's MNIST does."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
@@ -112,7 +112,7 @@ def expframe_path(cfg) -> Trainer:
 
     def run() -> tuple[list[float], float, int]:
         with tempfile.TemporaryDirectory() as tmp:
-            metrics = train(cfg, Path(tmp))
+            metrics = train(cfg, Path(tmp)).metrics
             with open(Path(tmp) / "history.csv") as f:
                 times = [float(row["epoch_time_s"]) for row in csv.DictReader(f)]
         return times, metrics["test_acc"], len(train_idx)
@@ -200,7 +200,7 @@ def lightning_contender(cfg) -> Trainer:
 
 
 CONTENDERS: dict[str, Callable[[DictConfig], Trainer]] = {
-    "a_tp_reference": tp_reference,
+    "a_course_loop": course_loop,
     "b_expframe": expframe_path,
     "c_floor": floor,
     "d_lightning": lightning_contender,
@@ -292,7 +292,7 @@ def parallel_vs_serial(epochs: int, repeat: int) -> dict[str, tuple[float, float
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m expframe.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=60000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'contender':<16}{'s/epoch':>10}{'samples/s':>12}{'test acc':>10}{'peak RSS MB':>13}")
     for name, r in results.items():
         print(f"{name:<16}{r['epoch_s']:>10.3f}{r['samples_per_s']:>12,.0f}{r['acc']:>10.4f}{r['peak_rss_mb']:>13.0f}")
-    a, b, c = (results[k]["per_repeat"] for k in ("a_tp_reference", "b_expframe", "c_floor"))
+    a, b, c = (results[k]["per_repeat"] for k in ("a_course_loop", "b_expframe", "c_floor"))
     b_over_a = statistics.median(x / y for x, y in zip(b, a, strict=True))
     b_over_c = statistics.median(x / y for x, y in zip(b, c, strict=True))
     ratios = f"b/a = {b_over_a:.4f} (1/{1 / b_over_a:.1f})   b/c = {b_over_c:.3f}"
