@@ -215,7 +215,7 @@ def report(
     by: list[str] | None = None,
     metrics: list[str] | None = None,
     sort: str | None = None,
-    figures: bool = True,
+    plots: bool = True,
 ) -> str:
     """Writes summary.csv/.md/.tex (and figures/) into `out`; returns the markdown table."""
     runs, incomplete = find_runs(paths)
@@ -250,7 +250,7 @@ def report(
     markdown += "".join(f"\n\n{line}" for line in optuna_best(paths, df))
     write_atomic(out / "summary.md", markdown + "\n")
     write_atomic(out / "summary.tex", shown.to_latex(index=False, escape=True))
-    if figures:
+    if plots:
         write_figures(df, keys, out / "figures")
     return markdown
 

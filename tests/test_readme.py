@@ -23,7 +23,7 @@ LOOPS = [line for line in LINES if line.startswith("for ")]
 INLINE = sorted(
     {
         c
-        for c in re.findall(r"`(python (?:train\.py|-m expframe\.bench)[^`]*)`", (ROOT / "README.md").read_text())
+        for c in re.findall(r"`(python (?:train\.py|-m tests\.benchmark)[^`]*)`", (ROOT / "README.md").read_text())
         if c not in COMMANDS and not re.fullmatch(r"python train\.py -m \+experiment=\w+", c)
     }
 )
@@ -39,7 +39,7 @@ def test_readme_shows_install_run_and_test():
 def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
     if "--help" in args:
         return args
-    if args[:2] == ["-m", "expframe.bench"]:
+    if args[:2] == ["-m", "tests.benchmark"]:
         return [
             *args,
             "--samples",
@@ -66,7 +66,7 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "command", [pytest.param(c, marks=pytest.mark.slow) if "expframe.bench" in c else c for c in COMMANDS]
+    "command", [pytest.param(c, marks=pytest.mark.slow) if "tests.benchmark" in c else c for c in COMMANDS]
 )
 def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
     args = shlex.split(command)[1:]
@@ -74,9 +74,9 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
     assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
     if "--help" in args:
         assert "dataset:" in out.stdout
-    elif args[:2] == ["-m", "expframe.bench"]:
+    elif args[:2] == ["-m", "tests.benchmark"]:
         rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("a_", "b_", "c_"))]
-        assert [r[0] for r in rows] == ["a_tp_reference", "b_expframe", "c_floor"]
+        assert [r[0] for r in rows] == ["a_course_loop", "b_expframe", "c_floor"]
         assert all(float(r[3]) > 0.5 for r in rows), "every contender must learn"
         assert float(re.search(r"b/a = ([\d.]+)", out.stdout).group(1)) < 1.0
         assert re.search(r"per-job fixed cost [\d.]+ s", out.stdout)

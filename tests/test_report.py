@@ -27,7 +27,7 @@ def test_sweep_writes_its_report_automatically(grid_sweep):
 
 def test_repeats_are_grouped_with_the_right_means(grid_sweep, tmp_path):
     path, _ = grid_sweep
-    report([path], tmp_path, figures=False)
+    report([path], tmp_path, plots=False)
     table = pd.read_csv(tmp_path / "summary.csv")
     assert len(table) == 8
     md = (tmp_path / "summary.md").read_text()
@@ -42,7 +42,7 @@ def test_repeats_are_grouped_with_the_right_means(grid_sweep, tmp_path):
 
 def test_pivot_rows_by_columns(grid_sweep, tmp_path):
     path, _ = grid_sweep
-    md = report([path], tmp_path, by=["activation", "optimizer"], metrics=["val_acc", "epoch_time_s"], figures=False)
+    md = report([path], tmp_path, by=["activation", "optimizer"], metrics=["val_acc", "epoch_time_s"], plots=False)
     pivot = md.split("columns optimizer):")[1].strip().splitlines()
     assert "adam" in pivot[0] and "sgd" in pivot[0]
     assert len(pivot) == 4  # header, separator, relu, tanh
@@ -94,7 +94,7 @@ def synthetic_runs(root, n, statuses=("ok",), with_partial=False):
 
 def test_statuses_are_kept_and_partial_folders_skipped(tmp_path, caplog):
     synthetic_runs(tmp_path / "s", 12, statuses=("ok", "ok", "diverged", "failed"), with_partial=True)
-    md = report([tmp_path / "s"], tmp_path / "out", figures=False)
+    md = report([tmp_path / "s"], tmp_path / "out", plots=False)
     assert "diverged" in md and "failed" in md
     assert len(pd.read_csv(tmp_path / "out" / "summary.csv")) == 12
     assert any("incomplete" in r.message for r in caplog.records)

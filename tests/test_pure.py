@@ -1,0 +1,114 @@
+"""Pure functions, in process: the split, typed overrides, the Pareto front, one-line errors, threads,
+data paths, the pre-sweep check, and the Optuna plugin internals expframe relies on."""
+
+import inspect
+
+import optuna
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from expframe.callbacks import check_config
+from expframe.cli import one_line
+from expframe.data import device_data, split_indices
+from expframe.data.sources import PROJECT_ROOT, project_path
+from expframe.job import swept_values, threads_per_job
+from expframe.report import pareto_front
+from expframe.runtime import apply_threads
+from tests.conftest import make_cfg, trained
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    train, val = split_indices(100, 0.1, seed=3)
+    again, _ = split_indices(100, 0.1, seed=3)
+    other, _ = split_indices(100, 0.1, seed=4)
+    assert len(val) == 10 and torch.equal(train, again) and not torch.equal(train, other)
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(100))
+    assert len(split_indices(5, 0.01, seed=0)[1]) == 1, "at least one validation sample"
+
+
+def test_swept_values_are_typed_and_skip_hydra_keys():
+    cfg = make_cfg("optimizer=adam", "model.depth=3", "optimizer.lr=0.5", "seed=0")
+    overrides = ["optimizer=adam", "model.depth=3", "optimizer.lr=0.5", "seed=0", "hydra.job.chdir=false", "+x=1"]
+    assert swept_values(cfg, overrides) == {
+        "optimizer": "adam",
+        "model.depth": 3,
+        "optimizer.lr": 0.5,
+        "seed": 0,
+        "x": "1",
+    }
+
+
+def test_pareto_front_keeps_runs_no_other_beats_on_both():
+    points = [(0.9, 2.0), (0.8, 1.0), (0.85, 3.0), (0.95, 5.0), (0.7, 0.5)]
+    assert sorted(pareto_front(points)) == [0, 1, 3, 4]
+    assert pareto_front([]) == []
+
+
+def test_hydra_messages_fold_into_one_line():
+    error = MissingConfigException(
+        "In 'train': Could not find 'optimizer/adamx'\n\nAvailable options in 'optimizer':\n\tadam\n\tsgd\n"
+        "Config search path:\n\tprovider=hydra"
+    )
+    assert one_line(error) == "In 'train': Could not find 'optimizer/adamx' Available options in 'optimizer': adam, sgd"
+
+
+def test_one_place_decides_the_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(1, 2) == (1, "device.threads") and torch.get_num_threads() == 1
+        assert apply_threads(None, 1) == (1, "launcher")
+        assert apply_threads(None, None) == (1, "torch default")
+        m = trained(make_cfg("dataset=digits", "epochs=1", "device.threads=1"), tmp_path)
+        assert (m["torch_threads"], m["threads_from"], m["env"]["torch_threads"]) == (1, "device.threads", 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_launcher_share_of_the_cores():
+    joblib = OmegaConf.create({"launcher": {"_target_": "hydra_plugins.JoblibLauncher", "n_jobs": 2}})
+    assert threads_per_job(joblib) == max(1, (__import__("os").cpu_count() or 1) // 2)
+    assert threads_per_job(OmegaConf.create({"launcher": {"cpus_per_task": 3}})) == 3
+    assert threads_per_job(OmegaConf.create({"launcher": {"_target_": "BasicLauncher"}})) is None
+
+
+def test_relative_data_roots_are_relative_to_the_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert project_path("data") == PROJECT_ROOT / "data" and (PROJECT_ROOT / "conf").is_dir()
+    assert project_path(str(tmp_path / "x")) == tmp_path / "x"
+
+
+def test_the_pre_run_check_puts_no_data_on_a_device(tiny_mnist_root):
+    device_data._CACHE.clear()
+    check_config(make_cfg())
+    check_config(make_cfg("dataset=mnist", f"dataset.root={tiny_mnist_root}", "dataset.download=false"))
+    assert device_data._CACHE == {}
+    with pytest.raises(SystemExit, match="dataset.root=.*files are missing"):
+        check_config(make_cfg("dataset=mnist", f"dataset.root={tiny_mnist_root}/none", "dataset.download=false"))
+
+
+def test_the_optuna_plugin_internals_expframe_uses_are_there():
+    """expframe.optuna_sweeper reaches into the plugin in these places only; a plugin release that
+    moves any of them fails here, not in the middle of a user's study."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    from expframe.optuna_sweeper import ResumableOptunaSweeper, _numbering_trials
+
+    sampler = {"_target_": "optuna.samplers.RandomSampler", "seed": 0}
+    sweeper = ResumableOptunaSweeper(sampler, "maximize", None, "s", 3, 1, 0.0, None, None)
+    impl = sweeper.sweeper
+    for name in ("storage", "sampler", "params", "n_trials", "direction", "study_name"):
+        assert hasattr(impl, name), name
+    assert list(inspect.signature(impl._configure_trials).parameters) == [
+        "trials",
+        "search_space_distributions",
+        "fixed_params",
+        "fixed_overrides",
+    ]
+    distributions, fixed, rest = create_params_from_overrides(["optimizer=choice(sgd,adam)", "epochs=2"])
+    assert list(distributions["optimizer"].choices) == ["sgd", "adam"] and fixed == {"epochs": "2"} and rest == []
+    study = optuna.create_study()
+    trials = [study.ask(), study.ask()]
+    overrides = _numbering_trials(impl._configure_trials)(trials, distributions, fixed, rest)
+    assert [o[-1] for o in overrides] == ["trial=0", "trial=1"] and all("epochs=2" in o for o in overrides)
