@@ -165,6 +165,26 @@ def test_readme_report_command_runs(command, grid_sweep):
     assert (sweep_dir / "summary.md").exists() and (sweep_dir / "summary.tex").exists()
 
 
+EVALS = [line for line in LINES if line.startswith("expframe-eval ")]
+
+
+def test_readme_shows_the_eval_command():
+    assert EVALS
+
+
+@pytest.mark.parametrize("command", EVALS)
+def test_readme_eval_command_runs(command, tmp_path):
+    """The README's run folder is an example; the command runs as written on a real run's folder."""
+    run = run_cli("train.py", "dataset=digits", "epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    script, *args = shlex.split(command)
+    args = [str(tmp_path / "run") if a.startswith("runs/") else a for a in args]
+    out = subprocess.run([str(Path(sys.executable).parent / script), *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["test_acc"]
+    assert out.stdout.startswith(f"test_acc={recorded:.4f}") and "equal" in out.stdout
+
+
 BOARDS = [line for line in LINES if line.startswith("tensorboard ")]
 
 
