@@ -15,6 +15,9 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import CONF, ROOT, run_cli
 
+# end-to-end: the README's commands as a user runs them (the quick tier leaves them out; CI runs them)
+pytestmark = pytest.mark.slow
+
 BLOCKS = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 LINES = [line.strip() for block in BLOCKS for line in block.splitlines()]
 COMMANDS = [line for line in LINES if line.startswith("python ")]
@@ -65,9 +68,7 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
     return args + extra
 
 
-@pytest.mark.parametrize(
-    "command", [pytest.param(c, marks=pytest.mark.slow) if "tests.benchmark" in c else c for c in COMMANDS]
-)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
     args = shlex.split(command)[1:]
     out = run_cli(*shrink(args, tmp_path, tiny_mnist_root))
@@ -132,7 +133,6 @@ AXIS_JOBS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("loop", LOOPS)
 def test_readme_loop_runs_every_axis_preset(loop, tmp_path):
     """The loop as written, each command shrunk (1 epoch) and pointed at its own folder."""

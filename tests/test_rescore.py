@@ -48,6 +48,7 @@ def test_trained_run_returns_the_model_it_saved(tmp_path):
     assert run.out_dir == tmp_path and run.cfg.dataset.name == "digits"
 
 
+@pytest.mark.slow
 def test_eval_command_on_a_cli_run_and_its_errors(tmp_path):
     out = run_cli("train.py", "dataset=digits", "epochs=2", "optimizer=adam", f"hydra.run.dir={tmp_path / 'run'}")
     assert out.returncode == 0, out.stderr[-2000:]

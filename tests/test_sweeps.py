@@ -16,6 +16,9 @@ from optuna.trial import TrialState
 from expframe import figures
 from tests.conftest import ROOT, run_cli
 
+# end-to-end: every test starts python train.py -m (the quick tier leaves them out; CI runs them)
+pytestmark = pytest.mark.slow
+
 
 def jobs(sweep_dir):
     folders = (p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
@@ -222,7 +225,6 @@ def test_two_workers_share_one_study(tmp_path):
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
 
 
-@pytest.mark.slow
 def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path):
     out = run_cli(
         "train.py",

@@ -54,26 +54,15 @@ def test_digits_and_cnn(tmp_path):
 
 
 def test_torchvision_mnist_from_idx_files(tmp_path, tiny_mnist_root):
-    out = run_cli(
-        "train.py",
-        "dataset=mnist",
-        f"dataset.root={tiny_mnist_root}",
-        "dataset.download=false",
-        "epochs=3",
-        "optimizer=adam",
-        f"hydra.run.dir={tmp_path}",
-    )
-    assert out.returncode == 0, out.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["test_acc"] > 0.5
+    cfg = make_cfg("dataset=mnist", f"dataset.root={tiny_mnist_root}", "dataset.download=false", "epochs=3")
+    assert trained(cfg, tmp_path)["test_acc"] > 0.5
 
 
 def test_divergence_is_recorded(tmp_path):
-    out = run_cli("train.py", "optimizer.lr=1e10", "epochs=3", f"hydra.run.dir={tmp_path}")
-    assert out.returncode == 0, out.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["status"] == "diverged" and metrics["test_acc"] is None
-    assert metrics["epochs_run"] < 3
+    m = trained(make_cfg("optimizer.lr=1e10", "epochs=3"), tmp_path)
+    assert m["status"] == "diverged" and m["test_acc"] is None and m["model_file"] is None
+    assert m["epochs_run"] < 3 and json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+    assert not (tmp_path / "model.pt").exists()
 
 
 @pytest.mark.parametrize("seed", [0, 7])
