@@ -215,6 +215,29 @@ def timing(history: list[dict], n_train: int) -> dict:
     }
 
 
+def run_record(status: str, summary: dict, error: str | None = None, **about: object) -> dict:
+    """metrics.json: one schema for every run, finished or failed (what is unknown is null)."""
+    keys = ("peak_rss_scope", "init_hash", "seed", "device", "precision", "torch_threads", "threads_from")
+    return {
+        "status": status,
+        "error": error,
+        **summary,
+        **{k: about.get(k) for k in (*keys, "model_file", "env")},
+        "swept": about.get("swept") or {},
+    }
+
+
+def failure_record(error: BaseException, cfg: DictConfig, swept: dict) -> dict:
+    return run_record(
+        "failed",
+        figures.empty_summary(),
+        error=f"{type(error).__name__}: {error}",
+        seed=cfg.seed,
+        precision=cfg.precision.name,
+        swept=swept,
+    )
+
+
 def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None, launcher_threads: int | None = None) -> TrainedRun:
     """Writes metrics.json, history.csv, model.pt and TensorBoard events into out_dir.
 
@@ -246,21 +269,20 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None, launcher_th
             "n_params": sum(p.numel() for p in run.net.parameters()),
         }
         saved = cfg.checkpoint.save_model and status == "ok"
-        metrics = {
-            "status": status,
-            "error": None,
-            **figures.summarise(history, computed),
-            "peak_rss_scope": peaks["peak_rss_scope"],
-            "init_hash": run.init_hash,
-            "seed": cfg.seed,
-            "device": str(device),
-            "precision": cfg.precision.name,
-            "torch_threads": threads,
-            "threads_from": threads_from,
-            "model_file": MODEL_FILE if saved else None,
-            "swept": swept or {},
-            "env": environment(device),
-        }
+        metrics = run_record(
+            status,
+            figures.summarise(history, computed),
+            peak_rss_scope=peaks["peak_rss_scope"],
+            init_hash=run.init_hash,
+            seed=cfg.seed,
+            device=str(device),
+            precision=cfg.precision.name,
+            torch_threads=threads,
+            threads_from=threads_from,
+            model_file=MODEL_FILE if saved else None,
+            swept=swept or {},
+            env=environment(device),
+        )
         recorder.finish(metrics)
     if saved:
         save_state_dict(out_dir / MODEL_FILE, run.net.state_dict())

@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import figures
-from expframe.engine import train
+from expframe.engine import failure_record, train
 from expframe.errors import ConfigError
 from expframe.outputs import write_json
 
@@ -53,17 +53,6 @@ def threads_per_job(hydra_cfg: DictConfig) -> int | None:
     cores = os.cpu_count() or 1
     parallel = cores if n_jobs < 0 else min(n_jobs, cores)
     return max(1, cores // parallel)
-
-
-def failure_record(error: BaseException, cfg: DictConfig, swept: dict) -> dict:
-    """The same schema as a finished run's metrics.json, its figures null."""
-    return {
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
-        **figures.empty_summary(),
-        "seed": cfg.seed,
-        "swept": swept,
-    }
 
 
 def run(cfg: DictConfig) -> float | list[float]:
