@@ -224,10 +224,11 @@ def run_record(status: str, summary: dict, error: str | None = None, **about: ob
         **summary,
         **{k: about.get(k) for k in (*keys, "model_file", "env")},
         "swept": about.get("swept") or {},
+        "choices": about.get("choices") or {},
     }
 
 
-def failure_record(error: BaseException, cfg: DictConfig, swept: dict) -> dict:
+def failure_record(error: BaseException, cfg: DictConfig, swept: dict, choices: dict) -> dict:
     return run_record(
         "failed",
         figures.empty_summary(),
@@ -235,14 +236,22 @@ def failure_record(error: BaseException, cfg: DictConfig, swept: dict) -> dict:
         seed=cfg.seed,
         precision=cfg.precision.name,
         swept=swept,
+        choices=choices,
     )
 
 
-def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None, launcher_threads: int | None = None) -> TrainedRun:
+def train(
+    cfg: DictConfig,
+    out_dir: Path,
+    swept: dict | None = None,
+    launcher_threads: int | None = None,
+    choices: dict | None = None,
+) -> TrainedRun:
     """Writes metrics.json, history.csv, model.pt and TensorBoard events into out_dir.
 
     `swept`: the keys this run's sweep varies, recorded for the report and TensorBoard's HParams.
     `launcher_threads`: the launcher's share of the cores, used when `device.threads` is unset.
+    `choices`: the option picked in each config group (`optimizer: adam`), recorded for the report.
     """
     device = validate(cfg)
     threads, threads_from = apply_threads(cfg.device.threads, launcher_threads)
@@ -281,6 +290,7 @@ def train(cfg: DictConfig, out_dir: Path, swept: dict | None = None, launcher_th
             threads_from=threads_from,
             model_file=MODEL_FILE if saved else None,
             swept=swept or {},
+            choices=choices or {},
             env=environment(device),
         )
         recorder.finish(metrics)

@@ -83,6 +83,16 @@ FIGURES: tuple[Figure, ...] = (
         report=True,
         line="test_acc",
     ),
+    Figure(
+        "best_val_acc",
+        "best validation accuracy",
+        higher_is_better=True,
+        summary="best",
+        source="val_acc",
+        hparam=True,
+        objective=True,
+        report=True,
+    ),
     Figure("lr", "learning rate", per_epoch=True, tag="lr", fmt=".3g"),
     Figure(
         "epoch_time_s",
@@ -142,16 +152,6 @@ FIGURES: tuple[Figure, ...] = (
         tag="memory/peak_cuda_mb",
         derive=_per_mb("peak_cuda_mem_bytes"),
         fmt=".0f",
-    ),
-    Figure(
-        "best_val_acc",
-        "best validation accuracy",
-        higher_is_better=True,
-        summary="best",
-        source="val_acc",
-        hparam=True,
-        objective=True,
-        report=True,
     ),
     Figure(
         "final_train_loss",

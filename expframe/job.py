@@ -33,6 +33,11 @@ def swept_values(cfg: DictConfig, overrides: list[str]) -> dict[str, object]:
     return swept
 
 
+def group_choices(hydra_cfg: DictConfig) -> dict[str, str | None]:
+    """The option of each of expframe's config groups (Hydra's own `hydra/...` groups left out)."""
+    return {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+
+
 def objective(metrics: dict, names: str | ListConfig) -> float | list[float]:
     """NaN for a missing figure: Optuna records the trial as failed and the study goes on."""
     keys = list(names) if isinstance(names, ListConfig) else [names]
@@ -59,11 +64,12 @@ def run(cfg: DictConfig) -> float | list[float]:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     swept = swept_values(cfg, list(hydra_cfg.overrides.task))
+    choices = group_choices(hydra_cfg)
     threads = torch.get_num_threads()
     try:
-        metrics = train(cfg, out_dir, swept, launcher_threads=threads_per_job(hydra_cfg)).metrics
+        metrics = train(cfg, out_dir, swept, threads_per_job(hydra_cfg), choices).metrics
     except Exception as e:
-        metrics = failure_record(e, cfg, swept)
+        metrics = failure_record(e, cfg, swept, choices)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)
         if hydra_cfg.mode == RunMode.RUN:

@@ -1,15 +1,18 @@
 """`expframe-report PATH...`: one table and a few figures from every run below the given folders.
 
-Rows are runs; the columns that vary across runs (from each run's recorded overrides) identify a
-configuration; repeats (seeds) are grouped into mean ± std and n. Runs that diverged or failed stay
-in the table with their status; job folders without metrics.json (an interrupted sweep) are
-skipped with a warning.
+A configuration is a run's whole resolved config (`.hydra/config.yaml`) with the option of each
+config group: two runs are repeats only when everything but the seed is equal, whatever was typed
+on the command line. Rows are configurations, with mean ± std and n over their repeats; the
+columns that name a configuration are the keys that differ between them. Runs that diverged or
+failed stay in the table with their status; job folders without metrics.json (an interrupted
+sweep) are skipped with a warning.
 """
 
 import argparse
 import csv
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -19,13 +22,21 @@ from expframe.outputs import write_atomic
 log = logging.getLogger("expframe")
 
 REPEAT_KEYS = ("seed",)
+# neither a configuration nor a repeat: what a sweeper returns, the report switch, the preset names
+# (their effect is in the resolved config) and the machine-local file
+NOT_CONFIG = ("objective", "report.auto", "experiment", "hparams_search", "local")
+
+
+def natural_key(path: Path) -> list:
+    """Job folders in numeric order: 2_... before 10_..."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def find_runs(paths: list[Path]) -> tuple[list[dict], list[Path]]:
     """Runs (metrics.json) and incomplete job folders (a Hydra job folder without one)."""
     runs, incomplete = [], []
     for root in paths:
-        for hydra_dir in sorted(root.rglob(".hydra")):
+        for hydra_dir in sorted(root.rglob(".hydra"), key=natural_key):
             job = hydra_dir.parent
             try:
                 metrics = json.loads((job / "metrics.json").read_text())
@@ -38,32 +49,76 @@ def find_runs(paths: list[Path]) -> tuple[list[dict], list[Path]]:
     return runs, incomplete
 
 
+def _flatten(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        out: dict[str, object] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(node) if isinstance(node, list) else node}
+
+
+def run_config(run: dict) -> dict[str, object]:
+    """Group choices, then every resolved key, dotted (`optimizer`, `optimizer.lr`, ...).
+
+    A run folder without a readable config (written by other means) is described by its swept keys.
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        config = yaml.load((Path(run["run_dir"]) / ".hydra" / "config.yaml").read_text(), Loader=loader)
+    except (OSError, yaml.YAMLError):
+        config = None
+    if not isinstance(config, dict):
+        return {"seed": run.get("seed"), **(run.get("swept") or {})}
+    choices = run.get("choices") or {}
+    flat: dict[str, object] = {}
+    for key, value in _flatten(config).items():
+        group = key.split(".")[0]
+        if group in choices and group not in flat:
+            flat[group] = choices[group]
+        flat[key] = value
+    return {k: v for k, v in flat.items() if k not in NOT_CONFIG and not k.startswith("report.")}
+
+
 def runs_table(runs: list[dict]):
-    """One row per run: its swept keys, status and every metrics.json figure of the table."""
+    """One row per run: its configuration, status and every metrics.json figure of the table.
+
+    `df.attrs`: `config_keys` (in config order) and `choices` (the group names among them).
+    """
     import pandas as pd
 
     summary = figures.names(figures.in_summary())
-    rows = []
+    rows, config_keys, choices = [], {}, set()
     for m in runs:
-        row = {k: v for k, v in (m.get("swept") or {}).items()}
-        row.setdefault("seed", m.get("seed"))
-        row["status"] = m.get("status")
-        row.update({k: m.get(k) for k in summary})
-        row["run_dir"] = m["run_dir"]
+        config = run_config(m)
+        config_keys.update(dict.fromkeys(config))
+        choices.update(m.get("choices") or {})
+        row = {**config, "status": m.get("status"), **{k: m.get(k) for k in summary}, "run_dir": m["run_dir"]}
         job = Path(m["run_dir"]).name.split("_", 1)[0]
         row["job"] = int(job) if job.isdigit() else None
         rows.append(row)
     df = pd.DataFrame(rows)
     for key in summary:
         df[key] = pd.to_numeric(df[key], errors="coerce")
+    df.attrs["config_keys"] = list(config_keys)
+    df.attrs["choices"] = sorted(choices)
     return df
 
 
+def _determined_by(df, group: str, key: str) -> bool:
+    """`optimizer.lr` says nothing new when each optimizer choice has one lr."""
+    return df.groupby(df[group].astype(str))[key].agg(lambda s: s.astype(str).nunique()).max() <= 1
+
+
 def varying_keys(df) -> list[str]:
-    """An Optuna sweep's trial number (`trial`) comes first."""
-    fixed = set(figures.names(figures.in_summary())) | {"status", "run_dir", "job"}
-    keys = [c for c in df.columns if c not in fixed and df[c].astype(str).nunique() > 1]
-    return sorted(keys, key=lambda k: k != "trial")
+    """The keys whose values differ between runs, without those a group's choice already decides;
+    an Optuna sweep's trial number (`trial`) comes first."""
+    keys = [k for k in df.attrs.get("config_keys", []) if df[k].astype(str).nunique() > 1]
+    groups = {k for k in keys if k in df.attrs.get("choices", [])}
+    shown = [k for k in keys if not ("." in k and k.split(".")[0] in groups and _determined_by(df, k.split(".")[0], k))]
+    return sorted(shown, key=lambda k: k != "trial")
 
 
 def optuna_best(paths: list[Path], df) -> list[str]:
@@ -224,10 +279,12 @@ def report(
     if not runs:
         raise SystemExit(f"error: no metrics.json found below {', '.join(map(str, paths))}")
     df = runs_table(runs)
-    keys = by if by else [k for k in varying_keys(df) if k not in REPEAT_KEYS]
+    varying = [k for k in varying_keys(df) if k not in REPEAT_KEYS]
+    keys = by if by else varying
     unknown = [k for k in keys if k not in df.columns]
     if unknown:
-        raise SystemExit(f"error: --by {unknown[0]}: not a swept key; choose from {', '.join(varying_keys(df))}")
+        differ = ", ".join(varying)
+        raise SystemExit(f"error: --by {unknown[0]}: not a config key of these runs; keys that differ: {differ}")
     known = figures.names(figures.in_summary())
     chosen = metrics or figures.report_columns()
     bad = [m for m in chosen if m not in known]
@@ -244,6 +301,10 @@ def report(
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "summary.csv", df.sort_values("run_dir").to_csv(index=False))
     markdown = shown.to_markdown(index=False)
+    hidden = [k for k in varying if k not in keys]
+    if hidden:
+        markdown += f"\n\nRows group runs by {', '.join(keys) or 'nothing'} only; within a row these also differ: "
+        markdown += ", ".join(hidden) + "."
     if len(keys) == 2:
         pivot = table[table["status"] == "ok"].pivot(index=keys[0], columns=keys[1], values=chosen[0])
         markdown += f"\n\n{chosen[0]} (rows {keys[0]}, columns {keys[1]}):\n\n{pivot.to_markdown()}"

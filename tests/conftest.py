@@ -29,6 +29,27 @@ def trained(cfg: DictConfig, out_dir: Path) -> dict:
     return train(cfg, out_dir).metrics
 
 
+def run_like_hydra(run_dir: Path, *overrides: str) -> dict:
+    """A run in this process, its folder laid out as a Hydra job's: .hydra/config.yaml, swept keys and
+    group choices in metrics.json (what the report reads), without a subprocess."""
+    from omegaconf import OmegaConf, open_dict
+
+    from expframe.engine import train
+    from expframe.job import group_choices, swept_values
+
+    with initialize_config_dir(config_dir=str(CONF)):
+        cfg = compose(
+            config_name="train", overrides=["logging.tensorboard=false", *overrides], return_hydra_config=True
+        )
+    choices = group_choices(cfg.hydra)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    metrics = train(cfg, run_dir, swept_values(cfg, list(overrides)), None, choices).metrics
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return metrics
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python train.py ...` as a user runs it, from the project root, stdout not a terminal."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}

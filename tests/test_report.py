@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from expframe.report import report
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_like_hydra
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -120,3 +120,48 @@ def test_bad_report_options_are_one_line(tmp_path, args, word):
     out = run_cli("-m", "expframe.report", str(tmp_path / "s"), *args)
     assert out.returncode != 0 and out.stderr.strip().splitlines() == [out.stderr.strip()]
     assert word in out.stderr and "Traceback" not in out.stderr
+
+
+def report_rows(md: str) -> list[list[str]]:
+    lines = [line for line in md.split("\n\n")[0].splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_configurations_typed_differently_are_never_averaged_together(tmp_path):
+    """Two sweeps, one with activation=tanh typed and one without: four configurations, not two."""
+    for i, extra in enumerate(([], ["activation=tanh"])):
+        for optimizer in ("sgd", "adam"):
+            run_like_hydra(
+                tmp_path / f"s{i}" / f"{optimizer}", "dataset=digits", "epochs=2", f"optimizer={optimizer}", *extra
+            )
+    rows = report_rows(report([tmp_path], tmp_path / "out", plots=False))
+    header, body = rows[0], rows[1:]
+    assert header[:4] == ["activation", "optimizer", "status", "n"]
+    assert sorted((r[0], r[1], r[3]) for r in body) == [
+        ("relu", "adam", "1"),
+        ("relu", "sgd", "1"),
+        ("tanh", "adam", "1"),
+        ("tanh", "sgd", "1"),
+    ]
+
+
+def test_single_runs_with_and_without_an_override_and_other_data_sets(tmp_path):
+    run_like_hydra(tmp_path / "a", "dataset=digits", "epochs=1")
+    run_like_hydra(tmp_path / "b", "dataset=digits", "epochs=1", "optimizer=adam")
+    run_like_hydra(tmp_path / "c", "dataset=digits", "epochs=1", "seed=1")
+    run_like_hydra(tmp_path / "d", "dataset=mnist_5k", "dataset.source.test_size=4000", "epochs=1")
+    md = report([tmp_path], tmp_path / "out", plots=False)
+    rows = report_rows(md)
+    assert rows[0][:3] == ["dataset", "optimizer", "status"], "keys the dataset choice decides are not shown"
+    counts = {(r[0], r[rows[0].index("optimizer")]): r[rows[0].index("n")] for r in rows[1:]}
+    assert counts == {("digits", "sgd"): "2", ("digits", "adam"): "1", ("mnist_5k", "sgd"): "1"}
+
+
+def test_rows_follow_the_job_numbers_in_natural_order(tmp_path):
+    synthetic_runs(tmp_path / "s", 12)
+    for job in (tmp_path / "s").iterdir():
+        metrics = json.loads((job / "metrics.json").read_text())
+        metrics["swept"] = {"model.width": int(job.name.split("_")[0])}
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    widths = [r[0] for r in report_rows(report([tmp_path / "s"], tmp_path / "out", plots=False))[1:]]
+    assert widths == [str(i) for i in range(12)]
