@@ -6,4 +6,11 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, value: object, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r}: {allowed}")
+        super().__init__(f"{key}={as_typed(value)}: {allowed}")
+
+
+def as_typed(value: object) -> str:
+    """The value as it is typed in an override: `true`, `null`, `'abc'`, `0.1`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else repr(value)

@@ -32,21 +32,55 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
-def find_runs(paths: list[Path]) -> tuple[list[dict], list[Path]]:
-    """Runs (metrics.json) and incomplete job folders (a Hydra job folder without one)."""
-    runs, incomplete = [], []
+STATUSES = ("ok", "diverged", "failed", "interrupted")
+
+
+def check_run(metrics: object) -> str | None:
+    """Why a parsed metrics.json cannot be a row (None when it can)."""
+    if not isinstance(metrics, dict):
+        return f"not a JSON object (a {type(metrics).__name__})"
+    if metrics.get("status") not in STATUSES:
+        return f"status is {metrics.get('status')!r}, not one of {', '.join(STATUSES)}"
+    for name in figures.names(figures.in_summary()):
+        value = metrics.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return f"{name} is {value!r}, not a number"
+    if not isinstance(metrics.get("swept", {}), dict):
+        return "swept is not an object"
+    return None
+
+
+def find_runs(paths: list[Path]) -> tuple[list[dict], list[Path], list[str]]:
+    """Runs (metrics.json), incomplete job folders (a Hydra job folder without one) and the files
+    skipped as unreadable or malformed, each with its reason (also logged as a warning)."""
+    runs, incomplete, skipped = [], [], []
     for root in paths:
         for hydra_dir in sorted(root.rglob(".hydra"), key=natural_key):
             job = hydra_dir.parent
+            path = job / "metrics.json"
             try:
-                metrics = json.loads((job / "metrics.json").read_text())
-            except (OSError, ValueError):
+                text = path.read_text()
+            except FileNotFoundError:
                 if not (job / "multirun.yaml").exists():
                     incomplete.append(job)
                 continue
+            except (OSError, UnicodeDecodeError) as e:
+                skipped.append(f"{path}: unreadable ({type(e).__name__})")
+                continue
+            try:
+                metrics = json.loads(text)
+            except ValueError as e:
+                skipped.append(f"{path}: corrupt JSON ({e})")
+                continue
+            reason = check_run(metrics)
+            if reason:
+                skipped.append(f"{path}: {reason}")
+                continue
             metrics["run_dir"] = str(job)
             runs.append(metrics)
-    return runs, incomplete
+    for line in skipped:
+        log.warning("skipped %s", line)
+    return runs, incomplete, skipped
 
 
 def _flatten(node: object, prefix: str = "") -> dict[str, object]:
@@ -273,11 +307,11 @@ def report(
     plots: bool = True,
 ) -> str:
     """Writes summary.csv/.md/.tex (and figures/) into `out`; returns the markdown table."""
-    runs, incomplete = find_runs(paths)
+    runs, incomplete, skipped = find_runs(paths)
     for job in incomplete:
         log.warning("skipped incomplete job folder (no metrics.json): %s", job)
     if not runs:
-        raise SystemExit(f"error: no metrics.json found below {', '.join(map(str, paths))}")
+        raise SystemExit(f"error: no readable metrics.json below {', '.join(map(str, paths))}")
     df = runs_table(runs)
     varying = [k for k in varying_keys(df) if k not in REPEAT_KEYS]
     keys = by if by else varying
@@ -309,6 +343,9 @@ def report(
         pivot = table[table["status"] == "ok"].pivot(index=keys[0], columns=keys[1], values=chosen[0])
         markdown += f"\n\n{chosen[0]} (rows {keys[0]}, columns {keys[1]}):\n\n{pivot.to_markdown()}"
     markdown += "".join(f"\n\n{line}" for line in optuna_best(paths, df))
+    if skipped:
+        markdown += f"\n\nSkipped {len(skipped)} unreadable or malformed metrics.json (see the warnings):\n\n"
+        markdown += "\n".join(f"- {line}" for line in skipped)
     write_atomic(out / "summary.md", markdown + "\n")
     write_atomic(out / "summary.tex", shown.to_latex(index=False, escape=True))
     if plots:

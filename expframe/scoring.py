@@ -10,9 +10,12 @@ EVAL_BATCH = 2048
 
 
 def accuracy(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:
-    from torchmetrics.functional.classification import multiclass_accuracy
+    """From torchmetrics' integer counts, so 834 right of 1000 is 0.834 (a float32 ratio is 0.8339999914)."""
+    from torchmetrics.functional.classification import multiclass_stat_scores
 
-    return multiclass_accuracy(preds, targets, num_classes, average="micro", validate_args=False).item()
+    scores = multiclass_stat_scores(preds, targets, num_classes, average="micro", validate_args=False)
+    right, support = scores[0].item(), scores[4].item()
+    return right / support
 
 
 @torch.inference_mode()

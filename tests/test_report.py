@@ -165,3 +165,28 @@ def test_rows_follow_the_job_numbers_in_natural_order(tmp_path):
         (job / "metrics.json").write_text(json.dumps(metrics))
     widths = [r[0] for r in report_rows(report([tmp_path / "s"], tmp_path / "out", plots=False))[1:]]
     assert widths == [str(i) for i in range(12)]
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        ('{"status": "ok", "val_acc": 0.9', "corrupt JSON"),
+        ("[1, 2]", "not a JSON object (a list)"),
+        ('{"status": "ok", "val_acc": "high"}', "val_acc is 'high', not a number"),
+        ('{"val_acc": 0.5}', "status is None, not one of ok"),
+        ('{"status": "ok", "val_acc": true}', "val_acc is True, not a number"),
+        ('{"status": "ok", "swept": [1]}', "swept is not an object"),
+        (b"\xff\xfe\x00", "unreadable (UnicodeDecodeError)"),
+    ],
+    ids=["truncated", "not-object", "string-figure", "no-status", "bool-figure", "swept-list", "binary"],
+)
+def test_a_malformed_metrics_file_is_skipped_with_its_reason(tmp_path, caplog, content, reason):
+    synthetic_runs(tmp_path / "s", 4)
+    bad = tmp_path / "s" / "9_bad" / "metrics.json"
+    (bad.parent / ".hydra").mkdir(parents=True)
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    md = report([tmp_path / "s"], tmp_path / "out", plots=False)
+    assert sum(int(r[3]) for r in report_rows(md)[1:]) == 4, "the table is made from the other runs"
+    warnings = [r.message for r in caplog.records if "skipped" in r.message and str(bad) in r.message]
+    assert len(warnings) == 1 and reason in warnings[0]
+    assert md.rstrip().endswith(f"- {bad}: {warnings[0].split(': ', 1)[1]}") and "Skipped 1 unreadable" in md

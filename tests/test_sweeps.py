@@ -273,8 +273,8 @@ def test_interrupted_sweep_leaves_complete_files(tmp_path):
         assert all(r["val_acc"] and r["train_loss"] and r["epoch_time_s"] for r in rows), "no row cut short"
     from expframe.report import find_runs
 
-    runs, incomplete = find_runs([tmp_path])
-    assert len(runs) == len(finished) and len(incomplete) >= 1
+    runs, incomplete, skipped = find_runs([tmp_path])
+    assert len(runs) == len(finished) and len(incomplete) >= 1 and skipped == []
 
 
 def test_jobs_in_one_process_do_not_inherit_state(tmp_path):
