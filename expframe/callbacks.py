@@ -2,11 +2,12 @@
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from expframe.data.sources import check_available
 from expframe.errors import ConfigError
@@ -16,6 +17,20 @@ from expframe.validate import validate
 log = logging.getLogger("expframe")
 
 
+def check_writable(key: str, where: str) -> None:
+    """The output folder must be creatable: its nearest existing ancestor a folder we can write to
+    (probed with a temporary file, since root passes every permission check but a read-only mount)."""
+    path = Path(where).absolute()
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(key, where, f"cannot be created: {ancestor} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as e:
+        raise ConfigError(key, where, f"cannot be created: {ancestor} is not writable ({e.strerror})") from None
+
+
 def check_config(cfg: DictConfig, sweep: bool = False) -> None:
     """Hydra turns exceptions in callbacks into warnings; SystemExit is what stops it here.
 
@@ -23,6 +38,9 @@ def check_config(cfg: DictConfig, sweep: bool = False) -> None:
     not match the classes) happen once, in the job; here the data's files are only checked to exist.
     """
     try:
+        if "hydra" in cfg:
+            key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+            check_writable(key, OmegaConf.select(cfg, key))
         validate(cfg)
         if sweep:
             check_sweep_values(cfg)

@@ -102,12 +102,24 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 def setup(cfg: DictConfig, device: torch.device) -> Run:
     data = load(cfg.dataset, device)
+    declared = (tuple(cfg.dataset.input_shape), cfg.dataset.num_classes)
+    if (data.input_shape, data.num_classes) != declared:
+        raise ConfigError(
+            "dataset.input_shape",
+            list(declared[0]),
+            f"with num_classes={declared[1]} was declared; the loaded data have {list(data.input_shape)} "
+            f"and {data.num_classes} classes",
+        )
     train_idx, val_idx = (i.to(device) for i in split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed))
     if len(train_idx) < 2:
         raise ConfigError(
             "dataset.val_fraction",
             cfg.dataset.val_fraction,
             f"leaves {len(train_idx)} of {len(data.train_y)} training samples to train on; use a smaller fraction",
+        )
+    if cfg.batch_size >= len(train_idx):
+        log.info(
+            "batch_size=%d covers all %d training samples: each epoch is one full batch", cfg.batch_size, len(train_idx)
         )
     loss_fn = build_loss(cfg.loss, data.num_classes, device)
     memory = PeakMemory(device)

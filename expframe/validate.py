@@ -4,6 +4,7 @@ Hydra already rejects unknown options and keys; `+key=value` bypasses that, so t
 matter are checked here again, with their types.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import figures
+from expframe.dry_build import dry_build
 from expframe.errors import ConfigError
 from expframe.runtime import check_precision, resolve_device
 
@@ -28,13 +30,27 @@ class Rule:
 RULES = (
     Rule("epochs", int, lambda v: v >= 1, "an integer >= 1"),
     Rule("batch_size", int, lambda v: v >= 1, "an integer >= 1"),
-    Rule("seed", int, lambda v: v >= 0, "an integer >= 0"),
+    Rule("seed", int, lambda v: 0 <= v <= 2**63 - 1, "an integer in [0, 2**63 - 1]"),
     Rule("model.depth", int, lambda v: v >= 0, "an integer >= 0 (hidden layers)", optional=True),
     Rule("model.width", int, lambda v: v >= 1, "an integer >= 1", optional=True),
     Rule("model.dropout", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
     Rule("model.batchnorm", bool, lambda v: True, "true or false", optional=True),
-    Rule("optimizer.lr", float, lambda v: v > 0, "a number > 0"),
+    Rule("optimizer.lr", float, lambda v: 0 < v < math.inf, "a finite number > 0"),
+    Rule("optimizer.momentum", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
+    Rule("optimizer.weight_decay", float, lambda v: 0 <= v < math.inf, "a finite number >= 0", optional=True),
+    Rule("optimizer.eps", float, lambda v: 0 < v < math.inf, "a finite number > 0", optional=True),
+    Rule(
+        "scheduler.gamma",
+        float,
+        lambda v: 0 < v <= 1,
+        "a number in (0, 1] (the factor the lr is multiplied by)",
+        optional=True,
+    ),
+    Rule("scheduler.step_size", int, lambda v: v >= 1, "an integer >= 1 (epochs between lr drops)", optional=True),
+    Rule("scheduler.T_max", int, lambda v: v >= 1, "an integer >= 1 (epochs)", optional=True),
+    Rule("scheduler.eta_min", float, lambda v: 0 <= v < math.inf, "a finite number >= 0", optional=True),
     Rule("dataset.val_fraction", float, lambda v: 0 < v < 1, "a number in (0, 1)"),
+    Rule("dataset.num_classes", int, lambda v: v >= 2, "an integer >= 2"),
     Rule("logging.histogram_every", int, lambda v: v >= 0, "an integer >= 0 (0 = off)", optional=True),
     Rule("trial", int, lambda v: v >= 0, "an integer >= 0 (the Optuna trial number)", optional=True),
     Rule("compile", bool, lambda v: True, "true or false"),
@@ -49,7 +65,22 @@ RULES = (
     ),
     Rule("loss.label_smoothing", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
     Rule("checkpoint.save_model", bool, lambda v: True, "true or false"),
+    Rule("precision.grad_scaler", bool, lambda v: True, "true or false"),
+    Rule("logging.tensorboard", bool, lambda v: True, "true or false"),
+    Rule("logging.graph", bool, lambda v: True, "true or false"),
+    Rule("report.auto", bool, lambda v: True, "true or false"),
+    Rule("dataset.source.test_size", int, lambda v: v >= 1, "an integer >= 1", optional=True),
+    Rule("dataset.source.repeat", int, lambda v: v >= 1, "an integer >= 1", optional=True),
+    Rule("dataset.source.n_train", int, lambda v: v >= 2, "an integer >= 2", optional=True),
+    Rule("dataset.source.n_test", int, lambda v: v >= 1, "an integer >= 1", optional=True),
 )
+
+
+def check_shape(cfg: DictConfig) -> None:
+    shape = OmegaConf.select(cfg, "dataset.input_shape")
+    dims = list(shape) if isinstance(shape, ListConfig) else None
+    if not dims or not all(_typed(d, int) and d >= 1 for d in dims):
+        raise ConfigError("dataset.input_shape", shape, "must be a list of integers >= 1 (one sample's shape)")
 
 
 def _typed(value: object, kind: type) -> bool:
@@ -61,6 +92,13 @@ def _typed(value: object, kind: type) -> bool:
 
 
 def check_values(cfg: DictConfig) -> None:
+    """The rules, then a dry build of every configured object (expframe.dry_build)."""
+    check_rules(cfg)
+    check_shape(cfg)
+    dry_build(cfg)
+
+
+def check_rules(cfg: DictConfig) -> None:
     for rule in RULES:
         value = OmegaConf.select(cfg, rule.key, default=None)
         if value is None and rule.optional:

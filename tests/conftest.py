@@ -1,5 +1,8 @@
+import contextlib
 import gzip
+import io
 import os
+import runpy
 import struct
 import subprocess
 import sys
@@ -54,6 +57,31 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python train.py ...` as a user runs it, from the project root, stdout not a terminal."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli_in_process(*args: str) -> tuple[int, str]:
+    """`python train.py ARGS` in this process (runpy): its exit status and what it wrote to stderr.
+
+    For commands that stop before training (bad input): the same entry point, argument parsing,
+    Hydra composition and callbacks as a real process, in milliseconds instead of seconds.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv, env, err, code = sys.argv, dict(os.environ), io.StringIO(), 0
+    sys.argv = ["train.py", *args]
+    try:
+        with contextlib.redirect_stderr(err):
+            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        if isinstance(e.code, str):
+            err.write(f"{e.code}\n")
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(env)
+        GlobalHydra.instance().clear()
+    return code, err.getvalue()
 
 
 def _idx(path: Path, array: np.ndarray) -> None:

@@ -70,6 +70,8 @@ class CNN(nn.Sequential):
         dropout: float,
         batchnorm: bool,
     ) -> None:
+        if len(input_shape) != 3:
+            raise ValueError(f"CNN takes images shaped (channels, height, width), not inputs shaped {input_shape}")
         in_ch, height, width_px = input_shape
         layers: list[nn.Module] = []
         for out_ch in channels:

@@ -1,0 +1,140 @@
+"""Build every configured object once, small and on the CPU, before anything is created.
+
+A key the target does not take (`+model.foo=1`), a value its constructor refuses
+(`optimizer.momentum=-1`), a schedule that turns the learning rate negative or a model that cannot
+take the data set's inputs becomes one ConfigError naming the key, instead of a traceback from
+inside the first job. The checks read the same config nodes the run builds from, so a new option
+of any group is covered without a line here.
+"""
+
+import fnmatch
+import inspect
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+
+from expframe import EXECUTION_WHITELIST
+from expframe.build import build
+from expframe.errors import ConfigError, as_typed
+from expframe.losses import build_loss
+from expframe.models import ModelInputs, build_model
+
+# what the code passes to a target besides its YAML keys
+PASSED_BY_CODE = {
+    "model": {"input_shape", "num_classes", "activation"},
+    "optimizer": {"params"},
+    "scheduler": {"optimizer"},
+    "init.weight": {"tensor"},
+    "init.bias": {"tensor"},
+}
+TARGETS = ("model", "activation", "optimizer", "scheduler", "loss", "init.weight", "init.bias", "dataset.source")
+
+
+def reason(error: BaseException, limit: int = 200) -> str:
+    """The root cause on one line, cut at a word boundary."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def check_keys(path: str, node: DictConfig) -> None:
+    """Every key of a `_target_` node must be a parameter of the target (unless it takes **kwargs)."""
+    target = node.get("_target_")
+    if not isinstance(target, str) or not any(fnmatch.fnmatch(target, p) for p in EXECUTION_WHITELIST):
+        return
+    try:
+        params = inspect.signature(get_object(target)).parameters
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path}._target_", target, f"cannot be found ({reason(e)})") from None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    taken = [name for name in params if name not in PASSED_BY_CODE.get(path, set()) and name != "self"]
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        value = OmegaConf.select(node, str(key))
+        if key not in params:
+            raise ConfigError(f"{path}.{key}", value, f"not a parameter of {target} (it takes {', '.join(taken)})")
+        default = params[key].default
+        if isinstance(default, bool | int | float | str) and value is not None and not _same_kind(value, default):
+            kind = (
+                "true or false" if isinstance(default, bool) else "a string" if isinstance(default, str) else "a number"
+            )
+            raise ConfigError(f"{path}.{key}", value, f"must be {kind} (like its default, {as_typed(default)})")
+
+
+def _same_kind(value: object, default: object) -> bool:
+    """Numbers are numbers (torch gives `dampening=0` an int default and takes floats)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int | float):
+        return isinstance(value, int | float)
+    return isinstance(value, str)
+
+
+def _refused(path: str, node: DictConfig, error: BaseException) -> ConfigError:
+    """Names the key the message mentions (`Invalid momentum value: -1` -> optimizer.momentum)."""
+    why = reason(error)
+    for key in node:
+        if not str(key).startswith("_") and str(key).lower().rstrip("s") in why.lower():
+            return ConfigError(f"{path}.{key}", node[key], f"refused by {node.get('_target_')} ({why})")
+    return ConfigError(path, node.get("_target_"), f"could not be built ({why})")
+
+
+def check_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> None:
+    """Steps the schedule through every epoch: each epoch's learning rate must be finite and >= 0."""
+    scheduler = build(cfg.scheduler)(optimizer)
+    for epoch in range(1, cfg.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ConfigError(
+                "scheduler", OmegaConf.select(cfg, "scheduler._target_"), f"gives lr={lr:.3g} at epoch {epoch}"
+            )
+        scheduler.step()
+
+
+def _built(path: str, cfg: DictConfig, make: Callable[[], object]) -> object:
+    try:
+        return make()
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise _refused(path, OmegaConf.select(cfg, path), e) from None
+
+
+def dry_build(cfg: DictConfig) -> None:
+    """On PyTorch's meta device: shapes and constructor checks without allocating or computing (a
+    billion-parameter model costs nothing here). Warnings of the throw-away objects stay silent."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        _dry_build(cfg)
+
+
+def _dry_build(cfg: DictConfig) -> None:
+    for path in TARGETS:
+        node = OmegaConf.select(cfg, path)
+        if isinstance(node, DictConfig):
+            check_keys(path, node)
+    for path in ("init.weight", "init.bias"):
+        node = OmegaConf.select(cfg, path)
+        if isinstance(node, DictConfig):
+            _built(path, cfg, lambda node=node: build(node)(torch.empty(4, 4)))
+    inputs = ModelInputs(tuple(cfg.dataset.input_shape), cfg.dataset.num_classes)
+    try:
+        model = build_model(cfg.model, cfg.activation, cfg.init, inputs)
+    except ConfigError:
+        raise
+    except Exception as e:
+        target = cfg.model.get("_target_")
+        raise ConfigError(
+            "model", target, f"cannot be built for inputs shaped {inputs.input_shape} ({reason(e)})"
+        ) from None
+    optimizer = _built("optimizer", cfg, lambda: build(cfg.optimizer)(model.parameters()))
+    _built("loss", cfg, lambda: build_loss(cfg.loss, cfg.dataset.num_classes, torch.device("cpu")))
+    if cfg.scheduler.get("_target_"):
+        _built("scheduler", cfg, lambda: check_schedule(cfg, optimizer))
