@@ -35,7 +35,7 @@ def test_repeats_are_grouped_with_the_right_means(grid_sweep, tmp_path):
     adam_tanh = [r["val_acc"] for r in runs if r["swept"]["optimizer"] == "adam" and r["swept"]["activation"] == "tanh"]
     assert len(adam_tanh) == 2
     mean = sum(adam_tanh) / 2
-    rows = [line for line in md.splitlines() if line.startswith("| adam") and "| tanh" in line]
+    rows = [line for line in md.splitlines() if line.startswith("| tanh") and "| adam" in line]
     assert len(rows) == 1 and f"{mean:.4f}" in rows[0] and "|   2 |" in rows[0]
     assert len([line for line in md.splitlines()[:6] if line.startswith("| ")]) == 5  # header + 4 configurations
 
