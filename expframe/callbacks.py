@@ -57,12 +57,16 @@ class ExpframeCallback(Callback):
         check_config(config, sweep=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        log_status_counts(sweep_dir)
-        if config.report.auto and sweep_dir.is_dir():
-            try:
-                from expframe.report import report
+        summarise_sweep(Path(config.hydra.sweep.dir), config.report.auto)
 
-                log.info("report written to %s:\n%s", sweep_dir, report([sweep_dir], sweep_dir))
-            except (Exception, SystemExit) as e:
-                log.warning("no report for %s: %s", sweep_dir, e)
+
+def summarise_sweep(sweep_dir: Path, auto_report: bool) -> None:
+    """One line per status, then the report: at the end of a sweep, or when Ctrl-C stops it."""
+    log_status_counts(sweep_dir)
+    if auto_report and sweep_dir.is_dir():
+        try:
+            from expframe.report import report
+
+            log.info("report written to %s:\n%s", sweep_dir, report([sweep_dir], sweep_dir))
+        except (Exception, SystemExit) as e:
+            log.warning("no report for %s: %s", sweep_dir, e)

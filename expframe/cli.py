@@ -44,6 +44,9 @@ def run_cli(main: Callable[[], object]) -> None:
         main()
     except USER_ERRORS as e:
         sys.exit(f"error: {one_line(e)}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except ValueError as e:
         if not _flag_misuse(e):
             raise

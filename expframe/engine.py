@@ -172,45 +172,59 @@ def train_epoch(run: Run, order: torch.Tensor, bar: tqdm) -> tuple[torch.Tensor,
     return logits, run.data.train_y[order[:n]]
 
 
+def one_epoch(run: Run, epoch: int, order: torch.Tensor, steps: int) -> dict | None:
+    """Train (the clock covers the steps only), then score. None when the training loss is not finite."""
+    device = run.device
+    with tqdm(total=steps, desc=f"epoch {epoch}/{run.cfg.epochs}", leave=False, disable=not sys.stdout.isatty()) as bar:
+        lr = run.optimizer.param_groups[0]["lr"]
+        synchronize(device)
+        start = time.perf_counter()
+        logits, targets = train_epoch(run, order, bar)
+        synchronize(device)
+        epoch_time = time.perf_counter() - start
+    train_loss = run.loss_fn(logits, targets).item()
+    if not math.isfinite(train_loss):
+        log.warning("epoch %d: training loss is %s; stopping (status diverged)", epoch, train_loss)
+        return None
+    train_acc = accuracy(logits.argmax(1), targets, run.data.num_classes)
+    start = time.perf_counter()
+    val_loss, val_acc = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.data.num_classes, run.amp)
+    eval_time = time.perf_counter() - start
+    if run.scheduler is not None:
+        run.scheduler.step()
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lr,
+        "epoch_time_s": epoch_time,
+        "samples_per_s": len(order) / epoch_time,
+        "eval_time_s": eval_time,
+        **run.memory.read(),
+    }
+
+
 def fit(run: Run, recorder: Recorder) -> tuple[list[dict], str, float]:
-    """The epoch loop. Returns the history, the status (ok, diverged) and the evaluation seconds."""
+    """The epoch loop. Returns the history, the status (ok; diverged; interrupted by Ctrl-C, the
+    finished epochs kept) and the evaluation seconds."""
     cfg, device = run.cfg, run.device
     batch_order = torch.Generator().manual_seed(cfg.seed)
     steps = math.ceil(len(run.train_idx) / cfg.batch_size)
     history: list[dict] = []
     eval_time = 0.0
-    for epoch in range(1, cfg.epochs + 1):
-        order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=batch_order), device)]
-        lr = run.optimizer.param_groups[0]["lr"]
-        with tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not sys.stdout.isatty()) as bar:
-            synchronize(device)
-            start = time.perf_counter()
-            logits, targets = train_epoch(run, order, bar)
-            synchronize(device)
-            epoch_time = time.perf_counter() - start
-        train_loss = run.loss_fn(logits, targets).item()
-        if not math.isfinite(train_loss):
-            log.warning("epoch %d: training loss is %s; stopping (status diverged)", epoch, train_loss)
-            return history, "diverged", eval_time
-        train_acc = accuracy(logits.argmax(1), targets, run.data.num_classes)
-        start = time.perf_counter()
-        val_loss, val_acc = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.data.num_classes, run.amp)
-        eval_time += time.perf_counter() - start
-        if run.scheduler is not None:
-            run.scheduler.step()
-        computed = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr,
-            "epoch_time_s": epoch_time,
-            "samples_per_s": len(order) / epoch_time,
-            **run.memory.read(),
-        }
-        history.append(figures.history_row(computed))
-        recorder.epoch(history, run.net)
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=batch_order), device)]
+            computed = one_epoch(run, epoch, order, steps)
+            if computed is None:
+                return history, "diverged", eval_time
+            eval_time += computed["eval_time_s"]
+            history.append(figures.history_row(computed))
+            recorder.epoch(history, run.net)
+    except KeyboardInterrupt:
+        return history, "interrupted", eval_time
     return history, "ok", eval_time
 
 
@@ -240,9 +254,9 @@ def run_record(status: str, summary: dict, error: str | None = None, **about: ob
     }
 
 
-def failure_record(error: BaseException, cfg: DictConfig, swept: dict, choices: dict) -> dict:
+def failure_record(error: BaseException, cfg: DictConfig, swept: dict, choices: dict, status: str = "failed") -> dict:
     return run_record(
-        "failed",
+        status,
         figures.empty_summary(),
         error=f"{type(error).__name__}: {error}",
         seed=cfg.seed,

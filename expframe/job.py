@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import figures
+from expframe.callbacks import summarise_sweep
 from expframe.engine import failure_record, train
 from expframe.errors import ConfigError
 from expframe.outputs import write_json
@@ -68,6 +69,10 @@ def run(cfg: DictConfig) -> float | list[float]:
     threads = torch.get_num_threads()
     try:
         metrics = train(cfg, out_dir, swept, threads_per_job(hydra_cfg), choices).metrics
+    except KeyboardInterrupt as e:
+        metrics = failure_record(e, cfg, swept, choices, status="interrupted")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "metrics.json", metrics)
     except Exception as e:
         metrics = failure_record(e, cfg, swept, choices)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,8 +85,21 @@ def run(cfg: DictConfig) -> float | list[float]:
         return objective(metrics, cfg.objective)
     finally:
         release_job_state(threads)
+    if metrics["status"] == "interrupted":
+        stop_interrupted(metrics, out_dir, hydra_cfg, cfg.report.auto)
     log.info("%s -> %s", figures.summary_line(metrics), out_dir)
     return objective(metrics, cfg.objective)
+
+
+def stop_interrupted(metrics: dict, out_dir: Path, hydra_cfg: DictConfig, auto_report: bool) -> None:
+    """Ctrl-C: the job's finished epochs are in its metrics.json; a sweep starts no further job and
+    writes the report of what finished. Exit status 130, the shell's for an interrupt."""
+    log.warning(
+        "interrupted: %s finished epochs recorded (status interrupted) -> %s", metrics["epochs_run"] or 0, out_dir
+    )
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        summarise_sweep(Path(hydra_cfg.sweep.dir), auto_report)
+    raise SystemExit(130)
 
 
 def release_job_state(threads: int) -> None:

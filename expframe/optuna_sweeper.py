@@ -22,24 +22,28 @@ from omegaconf import ListConfig
 log = logging.getLogger("expframe")
 
 WORKER_PREFIX = "worker:"
-# A worker registered on another host is presumed alive for this long (its pid cannot be checked).
-REMOTE_WORKER_TTL_S = 24 * 3600
+# A worker on another host (its PID cannot be checked) is presumed alive this long after it last
+# renewed its registration, which it does with every batch of trials.
+REMOTE_WORKER_TTL_S = 6 * 3600
 STORAGE_ATTEMPTS = 5
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
+    """The plugin internals used here (tested in tests/test_pure.py): the wrapped implementation
+    `self.sweeper`, its attributes `storage`, `sampler`, `params`, `n_trials`, `direction`,
+    `study_name`, its method `_configure_trials`, and `_impl.create_params_from_overrides`."""
+
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
-        impl._configure_trials = _numbering_trials(impl._configure_trials)
-        if not impl.storage:
+        configured: list[int] = []
+        study = self._study() if impl.storage else None
+        impl._configure_trials = _numbering_trials(impl._configure_trials, configured, study)
+        if study is None:
             return super().sweep(arguments)
-        if str(impl.storage).startswith("sqlite:///"):
-            Path(str(impl.storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        study = self._study()
         others = {k: v for k, v in study.user_attrs.items() if k.startswith(WORKER_PREFIX) and k != _worker_key()}
         if not any(_alive(k, v) for k, v in others.items()):
             fail_stale_trials(study)
-        study.set_user_attr(_worker_key(), time.time())
+        _register(study)
         try:
             if isinstance(impl.sampler, functools.partial) and impl.sampler.func.__name__ == "GridSampler":
                 params = [f"{k}={v}" for k, v in (impl.params or {}).items()] + list(arguments)
@@ -48,6 +52,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     log.info("every grid point of study %s is COMPLETE: nothing to run", study.study_name)
                     return None
             return super().sweep(arguments)
+        except BaseException:
+            fail_unfinished(study, configured)
+            raise
         finally:
             study.set_user_attr(_worker_key(), None)
 
@@ -56,6 +63,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
         import optuna
         from sqlalchemy.exc import SQLAlchemyError
 
+        storage = str(self.sweeper.storage)
+        if storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         direction = self.sweeper.direction
         directions = list(direction) if isinstance(direction, ListConfig | list) else [direction]
         for attempt in range(STORAGE_ATTEMPTS):
@@ -72,35 +82,72 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 time.sleep(0.2 + random.random())
 
 
-def _numbering_trials(configure: Callable) -> Callable:
+def _numbering_trials(configure: Callable, configured: list[int] | None = None, study=None) -> Callable:
     """Each job gets `trial=<Optuna trial number>`: its folder, metrics.json and the report name the
-    trial (job numbers restart with every command, trial numbers go on across a resumed study)."""
+    trial (job numbers restart with every command, trial numbers go on across a resumed study).
+    The numbers are kept in `configured` (the trials this worker runs), and each new batch renews
+    the worker's registration in `study` (its heartbeat)."""
 
     @functools.wraps(configure)
     def with_numbers(trials: list, *args: Any) -> list[list[str]]:
         overrides = configure(trials, *args)
+        if configured is not None:
+            configured.extend(t.number for t in trials)
+        if study is not None:
+            _register(study)
         return [[*o, f"trial={t.number}"] for t, o in zip(trials, overrides, strict=True)]
 
     return with_numbers
+
+
+def fail_unfinished(study, numbers: list[int]) -> None:
+    """Ctrl-C or a crash of this worker: its trials still RUNNING are told FAIL, not left RUNNING."""
+    from optuna.trial import TrialState
+
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for number in numbers:
+        if number in running:
+            study.tell(number, state=TrialState.FAIL)
+            log.warning("trial %d was interrupted: marked FAIL", number)
 
 
 def _worker_key() -> str:
     return f"{WORKER_PREFIX}{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(key: str, registered_at: float | None) -> bool:
-    if registered_at is None:
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux): a PID reused by another process
+    has another start time."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _register(study) -> None:
+    study.set_user_attr(_worker_key(), {"seen": time.time(), "start": process_start(os.getpid())})
+
+
+def _alive(key: str, registration: dict | float | None) -> bool:
+    """A worker on this host is alive when its PID runs and started when it registered; a worker on
+    another host, when it renewed its registration (each batch of trials) within REMOTE_WORKER_TTL_S."""
+    if not registration:
         return False
+    seen, start = (
+        (registration.get("seen"), registration.get("start"))
+        if isinstance(registration, dict)
+        else (registration, None)
+    )
     host, _, pid = key[len(WORKER_PREFIX) :].rpartition(":")
     if host != socket.gethostname():
-        return time.time() - registered_at < REMOTE_WORKER_TTL_S
+        return time.time() - float(seen or 0) < REMOTE_WORKER_TTL_S
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return start is None or process_start(int(pid)) == start
 
 
 def fail_stale_trials(study) -> None:

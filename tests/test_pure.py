@@ -112,3 +112,20 @@ def test_the_optuna_plugin_internals_expframe_uses_are_there():
     trials = [study.ask(), study.ask()]
     overrides = _numbering_trials(impl._configure_trials)(trials, distributions, fixed, rest)
     assert [o[-1] for o in overrides] == ["trial=0", "trial=1"] and all("epochs=2" in o for o in overrides)
+
+
+def test_a_stale_worker_whose_pid_now_belongs_to_another_process_is_dead():
+    import os
+    import socket
+    import time
+
+    from expframe.optuna_sweeper import _alive, process_start
+
+    host, parent = socket.gethostname(), os.getppid()
+    key = f"worker:{host}:{parent}"
+    assert _alive(key, {"seen": time.time(), "start": process_start(parent)})
+    assert not _alive(key, {"seen": time.time(), "start": process_start(parent) + 1}), "the PID was reused"
+    assert not _alive(f"worker:{host}:999999999", {"seen": time.time(), "start": 1})
+    assert not _alive(key, None)
+    assert _alive("worker:elsewhere:1", {"seen": time.time(), "start": 5})
+    assert not _alive("worker:elsewhere:1", {"seen": time.time() - 7 * 3600, "start": 5}), "no heartbeat for 7 h"

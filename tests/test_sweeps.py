@@ -239,41 +239,104 @@ def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path):
     assert [metrics(j)["status"] for j in jobs(tmp_path)] == ["ok", "ok"]
 
 
-def test_interrupted_sweep_leaves_complete_files(tmp_path):
-    """Ctrl-C mid-sweep: every finished job's files parse; the report skips the unfinished one."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "seed=0,1,2,3,4,5,6,7",
-            "epochs=40",
-            "+dataset.source.repeat=3",
-            "logging.tensorboard=false",
-            f"hydra.sweep.dir={tmp_path}",
-        ],
+def start_sweep(sweep_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train.py", "-m", *args, "logging.tensorboard=false", f"hydra.sweep.dir={sweep_dir}"],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    deadline = time.time() + 300
-    while len(list(tmp_path.glob("*/metrics.json"))) < 1 and time.time() < deadline:
+
+
+def wait_for(condition, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
         time.sleep(0.2)
-    time.sleep(1.0)
+
+
+def history_rows(job: Path) -> list[dict]:
+    try:
+        return list(csv.DictReader((job / "history.csv").open()))
+    except OSError:
+        return []
+
+
+def test_ctrl_c_in_a_sweep_records_the_job_stops_the_sweep_and_reports(tmp_path):
+    proc = start_sweep(tmp_path, "seed=0,1,2,3", "epochs=100000", "dataset=digits")
+    wait_for(lambda: any(len(history_rows(j)) >= 3 for j in tmp_path.glob("0_*")))
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert [j.name.split("_")[0] for j in jobs(tmp_path)] == ["0"], "no job starts after Ctrl-C"
+    record = metrics(jobs(tmp_path)[0])
+    rows = history_rows(jobs(tmp_path)[0])
+    assert record["status"] == "interrupted" and record["epochs_run"] == len(rows) >= 3
+    assert record["val_acc"] == pytest.approx(float(rows[-1]["val_acc"])) and record["test_acc"] is None
+    assert "interrupted: 1 job" in out + err and "Traceback" not in err
+    assert "| interrupted" in (tmp_path / "summary.md").read_text()
+
+
+def test_ctrl_c_in_a_single_run_is_one_line_and_exit_130(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "epochs=100000", "dataset=digits", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: len(history_rows(tmp_path)) >= 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    lines = (out + err).strip().splitlines()
+    assert len(lines) == 1 and "interrupted:" in lines[0] and "finished epochs recorded" in lines[0], lines
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["epochs_run"] == len(history_rows(tmp_path)) >= 2
+    assert record["final_train_loss"] is not None and not (tmp_path / "model.pt").exists()
+
+
+def test_kill_9_leaves_finished_jobs_intact_and_the_report_skips_the_partial_one(tmp_path, caplog):
+    proc = start_sweep(tmp_path, "seed=0,1,2,3,4,5,6,7", "epochs=40", "+dataset.source.repeat=3", "report.auto=false")
+    wait_for(lambda: len(list(tmp_path.glob("*/metrics.json"))) >= 1)
+    time.sleep(1.0)
+    proc.kill()
+    proc.communicate(timeout=60)
     finished = list(tmp_path.glob("*/metrics.json"))
     assert 1 <= len(finished) < 8
-    for path in finished:
-        assert json.loads(path.read_text())["status"] == "ok"
-    for history in tmp_path.glob("*/history.csv"):
-        rows = list(csv.DictReader(history.open()))
-        assert rows and all(list(r) == ["epoch", *figures.names(figures.per_epoch())] for r in rows)
+    assert all(json.loads(p.read_text())["status"] == "ok" for p in finished)
+    for job in jobs(tmp_path):
+        rows = history_rows(job)
+        assert all(list(r) == ["epoch", *figures.names(figures.per_epoch())] for r in rows)
         assert all(r["val_acc"] and r["train_loss"] and r["epoch_time_s"] for r in rows), "no row cut short"
-    from expframe.report import find_runs
+    from expframe.report import find_runs, report
 
     runs, incomplete, skipped = find_runs([tmp_path])
-    assert len(runs) == len(finished) and len(incomplete) >= 1 and skipped == []
+    assert len(runs) == len(finished) and len(incomplete) == 1 and skipped == []
+    report([tmp_path], tmp_path, plots=False)
+    assert any("skipped incomplete job folder" in r.message for r in caplog.records)
+
+
+def test_ctrl_c_in_an_optuna_study_fails_the_trial_and_unregisters_the_worker(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = start_sweep(
+        tmp_path / "s",
+        "hparams_search=optuna_tpe",
+        "hydra.sweeper.n_trials=3",
+        "epochs=100000",
+        "dataset=digits",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=interrupted",
+    )
+    wait_for(lambda: any(len(history_rows(j)) >= 2 for j in (tmp_path / "s").glob("0_*")))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    study = optuna.load_study(study_name="interrupted", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL], "told FAIL, not left RUNNING"
+    assert not [v for k, v in study.user_attrs.items() if k.startswith("worker:") and v], "worker unregistered"
+    assert metrics(jobs(tmp_path / "s")[0])["status"] == "interrupted"
 
 
 def test_jobs_in_one_process_do_not_inherit_state(tmp_path):
