@@ -9,10 +9,11 @@ bookkeeping.
 import hashlib
 import logging
 import math
+import os
 import sys
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,13 +26,14 @@ from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
 from expframe.errors import ConfigError
 from expframe.losses import build_loss
-from expframe.measure import PeakMemory, environment, process_age_s
+from expframe.measure import ActivationProbe, PeakMemory, environment, model_state_bytes, process_age_s
 from expframe.models import ModelInputs, build_model
 from expframe.outputs import save_state_dict, write_json
 from expframe.record import Recorder
 from expframe.runtime import apply_threads, autocast, seed_everything, synchronize
 from expframe.scoring import accuracy, evaluate
 from expframe.steps import GraphedStep, Step, eager_step
+from expframe.timing import CpuWindow, StepClock, Window, contended, share, speed_summary, step_stats
 from expframe.validate import validate
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,24 @@ class Run:
     step: Step
     memory: PeakMemory
     init_hash: str
+    clock: StepClock
+    threads: int
+
+
+@dataclass
+class Fitted:
+    """What the epoch loop leaves: the history and status, the steps and CPU windows of the steady
+    epochs (the first one apart unless it is the only one), and the measured memory of training."""
+
+    history: list[dict] = field(default_factory=list)
+    status: str = "ok"
+    eval_time_s: float = 0.0
+    steady_step_ms: list[float] = field(default_factory=list)
+    steady_windows: list[Window] = field(default_factory=list)
+    samples_per_epoch: int = 0
+    first_step_at: float | None = None
+    model_state_bytes: int | None = None
+    activation_bytes: int | None = None
 
 
 @dataclass
@@ -100,7 +120,7 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     return factory(params)
 
 
-def setup(cfg: DictConfig, device: torch.device) -> Run:
+def setup(cfg: DictConfig, device: torch.device, threads: int) -> Run:
     data = load(cfg.dataset, device)
     declared = (tuple(cfg.dataset.input_shape), cfg.dataset.num_classes)
     if (data.input_shape, data.num_classes) != declared:
@@ -152,36 +172,52 @@ def setup(cfg: DictConfig, device: torch.device) -> Run:
         step=step,
         memory=memory,
         init_hash=init_hash,
+        clock=StepClock(device),
+        threads=threads,
     )
 
 
-def train_epoch(run: Run, order: torch.Tensor, bar: tqdm) -> tuple[torch.Tensor, torch.Tensor]:
+def train_epoch(
+    run: Run, order: torch.Tensor, bar: tqdm, probe: ActivationProbe | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass in a seeded order; a final batch of one sample is dropped (BatchNorm cannot train on it).
 
     Returns the epoch's logits and targets (device tensors): its training loss and accuracy are
-    computed from them once the clock has stopped.
+    computed from them once the clock has stopped. The step clock marks every step boundary;
+    `probe` watches what the first step saves for backward.
     """
     run.model.train()
     batch_size = run.cfg.batch_size
     n = len(order) - (len(order) % batch_size == 1)
     logits = torch.empty(n, run.data.num_classes, device=order.device)
+    run.clock.reset()
+    run.clock.mark()
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
-        logits[start : start + len(batch)] = run.step(batch).detach()
+        if probe is not None and start == 0:
+            with probe:
+                out = run.step(batch)
+        else:
+            out = run.step(batch)
+        logits[start : start + len(batch)] = out.detach()
+        run.clock.mark()
         bar.update()
     return logits, run.data.train_y[order[:n]]
 
 
-def one_epoch(run: Run, epoch: int, order: torch.Tensor, steps: int) -> dict | None:
+def one_epoch(run: Run, epoch: int, order: torch.Tensor, probe: ActivationProbe | None) -> dict | None:
     """Train (the clock covers the steps only), then score. None when the training loss is not finite."""
-    device = run.device
+    device, steps = run.device, math.ceil(len(order) / run.cfg.batch_size)
+    window = CpuWindow()
     with tqdm(total=steps, desc=f"epoch {epoch}/{run.cfg.epochs}", leave=False, disable=not sys.stdout.isatty()) as bar:
         lr = run.optimizer.param_groups[0]["lr"]
         synchronize(device)
+        window.start()
         start = time.perf_counter()
-        logits, targets = train_epoch(run, order, bar)
+        logits, targets = train_epoch(run, order, bar, probe)
         synchronize(device)
         epoch_time = time.perf_counter() - start
+        cpu = window.stop()
     train_loss = run.loss_fn(logits, targets).item()
     if not math.isfinite(train_loss):
         log.warning("epoch %d: training loss is %s; stopping (status diverged)", epoch, train_loss)
@@ -192,6 +228,7 @@ def one_epoch(run: Run, epoch: int, order: torch.Tensor, steps: int) -> dict | N
     eval_time = time.perf_counter() - start
     if run.scheduler is not None:
         run.scheduler.step()
+    step_ms = run.clock.step_ms()
     return {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -200,50 +237,63 @@ def one_epoch(run: Run, epoch: int, order: torch.Tensor, steps: int) -> dict | N
         "val_acc": val_acc,
         "lr": lr,
         "epoch_time_s": epoch_time,
-        "samples_per_s": len(order) / epoch_time,
-        "eval_time_s": eval_time,
+        "samples_per_s": len(targets) / epoch_time,
+        **step_stats(step_ms),
+        **share([cpu], run.threads),
         **run.memory.read(),
+        "eval_time_s": eval_time,
+        "step_ms": step_ms,
+        "window": cpu,
+        "samples": len(targets),
     }
 
 
-def fit(run: Run, recorder: Recorder) -> tuple[list[dict], str, float]:
-    """The epoch loop. Returns the history, the status (ok; diverged; interrupted by Ctrl-C, the
-    finished epochs kept) and the evaluation seconds."""
-    cfg, device = run.cfg, run.device
-    batch_order = torch.Generator().manual_seed(cfg.seed)
-    steps = math.ceil(len(run.train_idx) / cfg.batch_size)
-    history: list[dict] = []
-    eval_time = 0.0
+def fit(run: Run, recorder: Recorder) -> Fitted:
+    """The epoch loop. Status ok; diverged; or interrupted by Ctrl-C, the finished epochs kept."""
+    batch_order = torch.Generator().manual_seed(run.cfg.seed)
+    probe = None if run.cfg.compile else ActivationProbe(run.net)
+    out = Fitted(first_step_at=time.perf_counter())
     try:
-        for epoch in range(1, cfg.epochs + 1):
-            order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=batch_order), device)]
-            computed = one_epoch(run, epoch, order, steps)
+        for epoch in range(1, run.cfg.epochs + 1):
+            order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=batch_order), run.device)]
+            computed = one_epoch(run, epoch, order, probe if epoch == 1 else None)
             if computed is None:
-                return history, "diverged", eval_time
-            eval_time += computed["eval_time_s"]
-            history.append(figures.history_row(computed))
-            recorder.epoch(history, run.net)
+                out.status = "diverged"
+                break
+            if epoch == 1:
+                out.model_state_bytes = model_state_bytes(run.net, run.optimizer)
+                out.activation_bytes = None if probe is None else probe.bytes
+            if epoch == 2:  # the first epoch counts alone only when it is the only one
+                out.steady_step_ms, out.steady_windows = [], []
+            out.steady_step_ms += computed["step_ms"]
+            out.steady_windows.append(computed["window"])
+            out.samples_per_epoch = computed["samples"]
+            out.eval_time_s += computed["eval_time_s"]
+            out.history.append(figures.history_row(computed))
+            recorder.epoch(out.history, run.net)
     except KeyboardInterrupt:
-        return history, "interrupted", eval_time
-    return history, "ok", eval_time
+        out.status = "interrupted"
+    return out
 
 
-def timing(history: list[dict], n_train: int) -> dict:
-    """Epoch time and throughput leave out the first (warm-up) epoch whenever there is a later one."""
-    times = [row["epoch_time_s"] for row in history]
-    steady = times[1:] or times
-    return {
-        "epochs_run": len(history),
-        "epoch_time_s": sum(steady) / len(steady) if steady else None,
-        "first_epoch_time_s": times[0] if times else None,
-        "train_time_s": sum(times),
-        "samples_per_s": n_train * len(steady) / sum(steady) if steady else None,
-    }
+_first_job = True
+
+
+def process_startup(first_step_at: float) -> float | None:
+    """Process start to the first training step, for the process's first job only (later jobs of a
+    sweep in the same process did not pay for the interpreter and the imports)."""
+    global _first_job
+    if not _first_job:
+        return None
+    _first_job = False
+    age = process_age_s()
+    return None if age is None else age - (time.perf_counter() - first_step_at)
 
 
 def run_record(status: str, summary: dict, error: str | None = None, **about: object) -> dict:
     """metrics.json: one schema for every run, finished or failed (what is unknown is null)."""
-    keys = ("peak_rss_scope", "init_hash", "seed", "device", "precision", "torch_threads", "threads_from")
+    keys = ("timing_contended", "peak_rss_scope", "init_hash", "seed", "device", "precision")
+    keys += ("torch_threads", "threads_from")
     return {
         "status": status,
         "error": error,
@@ -279,34 +329,47 @@ def train(
     `launcher_threads`: the launcher's share of the cores, used when `device.threads` is unset.
     `choices`: the option picked in each config group (`optimizer: adam`), recorded for the report.
     """
+    started = time.perf_counter()
     device = validate(cfg)
     threads, threads_from = apply_threads(cfg.device.threads, launcher_threads)
-    run = setup(cfg, device)
+    run = setup(cfg, device, threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     with Recorder(cfg.logging, cfg, out_dir, run.net, run.val_x[:2], swept or {}) as recorder:
-        startup = process_age_s()
-        history, status, eval_time = fit(run, recorder)
-        test_acc = None
-        if status == "ok":
+        fitted = fit(run, recorder)
+        test_acc, eval_time = None, fitted.eval_time_s
+        if fitted.status == "ok":
             start = time.perf_counter()
             test_acc = evaluate(
                 run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.data.num_classes, run.amp
             )[1]
             eval_time += time.perf_counter() - start
         peaks = run.memory.read()
+        speed = speed_summary(
+            [row["epoch_time_s"] for row in fitted.history],
+            fitted.steady_step_ms,
+            fitted.steady_windows,
+            fitted.samples_per_epoch,
+            threads,
+        )
+        state, activations = fitted.model_state_bytes, fitted.activation_bytes
         computed = {
-            **timing(history, len(run.train_idx)),
+            **speed,
             **peaks,
             "test_acc": test_acc,
             "eval_time_s": eval_time,
             "logging_time_s": recorder.elapsed,
-            "startup_s": startup,
+            "startup_s": fitted.first_step_at - started,
+            "process_startup_s": process_startup(fitted.first_step_at),
             "n_params": sum(p.numel() for p in run.net.parameters()),
+            "model_state_bytes": state,
+            "activation_bytes": activations,
+            "train_mem_bytes": None if state is None or activations is None else state + activations,
         }
-        saved = cfg.checkpoint.save_model and status == "ok"
+        saved = cfg.checkpoint.save_model and fitted.status == "ok"
         metrics = run_record(
-            status,
-            figures.summarise(history, computed),
+            fitted.status,
+            figures.summarise(fitted.history, computed),
+            timing_contended=contended(speed["other_cpu_load"], threads, os.cpu_count() or 1),
             peak_rss_scope=peaks["peak_rss_scope"],
             init_hash=run.init_hash,
             seed=cfg.seed,

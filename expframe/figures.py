@@ -41,15 +41,18 @@ class Figure:
     # shown in the one-line summary of a run as `line=value` with this format
     line: str | None = None
     fmt: str = ".4f"
+    # a speed figure: other programs on the CPUs make it unreliable (see timing_contended)
+    speed: bool = False
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
 
 
 def _peak_mem_mb(figures: dict) -> float | None:
-    """The device's peak: CUDA's allocator on a GPU, the process's resident set on the CPU."""
+    """The figure that differs between variants: CUDA's allocator peak on a GPU; on the CPU, where
+    the process's resident set is mostly the interpreter and libraries, the training's own memory."""
     peak = figures.get("peak_cuda_mem_bytes")
-    peak = peak if peak is not None else figures.get("peak_rss_bytes")
+    peak = peak if peak is not None else figures.get("train_mem_bytes")
     return None if peak is None else peak / MB
 
 
@@ -107,6 +110,7 @@ FIGURES: tuple[Figure, ...] = (
         report=True,
         line="epoch",
         fmt=".3f",
+        speed=True,
     ),
     Figure(
         "first_epoch_time_s",
@@ -118,6 +122,7 @@ FIGURES: tuple[Figure, ...] = (
         report=True,
         line="first_epoch",
         fmt=".3f",
+        speed=True,
     ),
     Figure(
         "samples_per_s",
@@ -132,6 +137,41 @@ FIGURES: tuple[Figure, ...] = (
         report=True,
         line="samples/s",
         fmt=",.0f",
+        speed=True,
+    ),
+    *(
+        Figure(
+            f"step_time_ms_{stat}",
+            f"{label} step time",
+            "ms",
+            higher_is_better=False,
+            per_epoch=True,
+            tag=f"time/step_ms_{stat}",
+            summary="run",
+            objective=True,
+            fmt=".3f",
+            speed=True,
+        )
+        for stat, label in (("p50", "median"), ("p90", "90th percentile"), ("min", "fastest"))
+    ),
+    Figure(
+        "cpu_utilisation",
+        "CPU time over wall time x threads",
+        higher_is_better=True,
+        per_epoch=True,
+        tag="cpu/utilisation",
+        summary="run",
+        fmt=".2f",
+    ),
+    Figure(
+        "other_cpu_load",
+        "share of the CPUs other processes used",
+        higher_is_better=False,
+        per_epoch=True,
+        tag="cpu/other_load",
+        summary="run",
+        hparam=True,
+        fmt=".2f",
     ),
     Figure(
         "peak_rss_mb",
@@ -171,13 +211,53 @@ FIGURES: tuple[Figure, ...] = (
         objective=True,
     ),
     Figure("epochs_run", "epochs run", summary="run", fmt="d"),
-    Figure("train_time_s", "training time", "s", higher_is_better=False, summary="run", objective=True, fmt=".3f"),
+    Figure(
+        "train_time_s",
+        "training time",
+        "s",
+        higher_is_better=False,
+        summary="run",
+        objective=True,
+        fmt=".3f",
+        speed=True,
+    ),
+    Figure(
+        "epoch_time_mean_s",
+        "mean epoch wall time",
+        "s",
+        higher_is_better=False,
+        summary="run",
+        objective=True,
+        fmt=".3f",
+        speed=True,
+    ),
     Figure("eval_time_s", "evaluation time", "s", higher_is_better=False, summary="run", fmt=".3f"),
     Figure("logging_time_s", "logging time", "s", higher_is_better=False, summary="run", fmt=".3f"),
-    Figure("startup_s", "start-up time", "s", higher_is_better=False, summary="run", fmt=".2f"),
+    Figure("startup_s", "job start to first training step", "s", higher_is_better=False, summary="run", fmt=".2f"),
+    Figure(
+        "process_startup_s",
+        "process start to first training step (first job of a process)",
+        "s",
+        higher_is_better=False,
+        summary="run",
+        fmt=".2f",
+    ),
     Figure("peak_cuda_mem_bytes", "peak CUDA memory allocated", "B", False, summary="run", objective=True, fmt=",d"),
     Figure("peak_cuda_reserved_bytes", "peak CUDA memory reserved", "B", False, summary="run", fmt=",d"),
     Figure("peak_rss_bytes", "peak resident memory", "B", False, summary="run", objective=True, fmt=",d"),
+    Figure(
+        "model_state_bytes",
+        "parameters, gradients and optimizer state",
+        "B",
+        False,
+        summary="run",
+        objective=True,
+        fmt=",d",
+    ),
+    Figure("activation_bytes", "activations saved for backward (one step)", "B", False, summary="run", fmt=",d"),
+    Figure(
+        "train_mem_bytes", "training memory (state + activations)", "B", False, summary="run", objective=True, fmt=",d"
+    ),
     Figure(
         "peak_mem_mb",
         "peak memory",
@@ -188,7 +268,7 @@ FIGURES: tuple[Figure, ...] = (
         objective=True,
         report=True,
         line="peak_mem",
-        fmt=".0f",
+        fmt=".2f",
     ),
     Figure("n_params", "parameters", higher_is_better=False, summary="run", objective=True, report=True, fmt=",d"),
 )
@@ -266,4 +346,10 @@ def format_value(f: Figure, value: float | None) -> str:
 def summary_line(metrics: dict) -> str:
     """`ok: val_acc=0.8875 test_acc=0.8540 epoch=0.023s ...`: the figures declared with a `line`."""
     parts = [f"{f.line}={format_value(f, metrics.get(f.name))}" for f in FIGURES if f.line]
-    return f"{metrics['status']}: " + " ".join(parts)
+    line = f"{metrics['status']}: " + " ".join(parts)
+    if metrics.get("timing_contended"):
+        line += (
+            f" warning: timing contended (other processes used {metrics['other_cpu_load']:.0%} of the CPUs);"
+            " speed figures are unreliable, see README"
+        )
+    return line

@@ -40,9 +40,15 @@ def group_choices(hydra_cfg: DictConfig) -> dict[str, str | None]:
 
 
 def objective(metrics: dict, names: str | ListConfig) -> float | list[float]:
-    """NaN for a missing figure: Optuna records the trial as failed and the study goes on."""
+    """NaN for a missing figure, or a speed figure measured while other processes took the CPUs:
+    Optuna records the trial as failed (rather than ranking a false value) and the study goes on."""
     keys = list(names) if isinstance(names, ListConfig) else [names]
-    values = [float("nan") if metrics.get(k) is None else float(metrics[k]) for k in keys]
+    values = []
+    for key in keys:
+        unreliable = metrics.get("timing_contended") and figures.figure(key).speed
+        if unreliable:
+            log.warning("objective %s is NaN: the timing was contended by other processes", key)
+        values.append(float("nan") if metrics.get(key) is None or unreliable else float(metrics[key]))
     return values if isinstance(names, ListConfig) else values[0]
 
 

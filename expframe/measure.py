@@ -102,3 +102,51 @@ def process_age_s() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _storages(tensors: list[torch.Tensor | None]) -> dict[int, int]:
+    """Bytes per storage: views and shared tensors count once."""
+    out: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            storage = t.untyped_storage()
+            out[storage.data_ptr()] = storage.nbytes()
+    return out
+
+
+def model_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Parameters, their gradients and the optimizer's state (Adam: two moment buffers per
+    parameter and a 4-byte `step` tensor per parameter tensor), as the tensors existing after a step."""
+    tensors: list[torch.Tensor | None] = []
+    for p in model.parameters():
+        tensors += [p, p.grad]
+    for state in optimizer.state.values():
+        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return sum(_storages(tensors).values())
+
+
+class ActivationProbe:
+    """Bytes autograd saves for backward during one training step (the activations; the parameters,
+    which exist anyway, left out), summed over unique storages as the step saves them."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.parameters = set(_storages(list(model.parameters())))
+        self.saved: dict[int, int] = {}
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.parameters:
+            self.saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> "ActivationProbe":
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hooks.__exit__(*exc)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.saved.values())

@@ -85,6 +85,7 @@ class Recorder:
             self.writer.add_scalar("acc/test", metrics["test_acc"], metrics["epochs_run"])
         params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in self.swept.items()}
         params["status"] = metrics["status"]
+        params["timing_contended"] = bool(metrics.get("timing_contended"))
         for summary in hparams(params, final):
             self.writer.file_writer.add_summary(summary)
         for tag, value in final.items():

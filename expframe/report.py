@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -130,6 +131,7 @@ def runs_table(runs: list[dict]):
         config_keys.update(dict.fromkeys(config))
         choices.update(m.get("choices") or {})
         row = {**config, "status": m.get("status"), **{k: m.get(k) for k in summary}, "run_dir": m["run_dir"]}
+        row["contended"] = bool(m.get("timing_contended"))
         job = Path(m["run_dir"]).name.split("_", 1)[0]
         row["job"] = int(job) if job.isdigit() else None
         rows.append(row)
@@ -191,21 +193,30 @@ def grouped(df, by: list[str], metrics: list[str]):
     """mean ± std and n per configuration (and status: failed runs are never averaged in)."""
     keys = [*by, "status"]
     frame = df.assign(**{k: df[k].astype(str) for k in by})
-    stats = frame.groupby(keys, sort=False, dropna=False)[metrics].agg(["mean", "std"])
-    out = frame.groupby(keys, sort=False, dropna=False).size().rename("n").to_frame()
+    groups = frame.groupby(keys, sort=False, dropna=False)
+    stats = groups[metrics].agg(["mean", "std"])
+    out = groups.size().rename("n").to_frame()
+    out["contended"] = groups["contended"].sum().astype(int)
     for metric in metrics:
         out[f"{metric}_mean"] = stats[(metric, "mean")]
         out[f"{metric}_std"] = stats[(metric, "std")].fillna(0.0)
-        out[metric] = [_pm(m, s) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
+        places = decimals(out[f"{metric}_mean"])
+        out[metric] = [_pm(m, s, places) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
     return out.reset_index()
 
 
-def _pm(mean: float, std: float) -> str:
+def decimals(values) -> int:
+    """One format per column: enough decimals for 3 significant digits of its largest value."""
+    finite = [abs(v) for v in values if v == v and v not in (float("inf"), float("-inf"))]
+    largest = max(finite, default=0.0)
+    return 0 if largest == 0 else max(0, 2 - math.floor(math.log10(largest)))
+
+
+def _pm(mean: float, std: float, places: int) -> str:
     """A single run (or identical repeats) has no spread to show."""
     if mean != mean:  # NaN: no figure (diverged or failed)
         return "–"
-    digits = 4 if abs(mean) < 10 else 0
-    return f"{mean:.{digits}f}" if std == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{places}f}" if std == 0 else f"{mean:.{places}f} ± {std:.{places}f}"
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -331,10 +342,17 @@ def report(
         column = f"{sort}_mean" if f"{sort}_mean" in table.columns else sort
         lower_first = sort in known and figures.figure(sort).higher_is_better is False
         table = table.sort_values(column, ascending=lower_first)
-    shown = table[[*keys, "status", "n", *chosen]]
+    flagged = int(table["contended"].sum())
+    shown = table[[*keys, "status", "n", *(["contended"] if flagged else []), *chosen]]
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "summary.csv", df.sort_values("run_dir").to_csv(index=False))
-    markdown = shown.to_markdown(index=False)
+    markdown = shown.to_markdown(index=False, disable_numparse=True)
+    note = (
+        f"contended: {flagged} run(s) timed while other processes used the CPUs; their speed figures are "
+        "unreliable (README, Shared machines)"
+    )
+    if flagged:
+        markdown += f"\n\n{note}."
     hidden = [k for k in varying if k not in keys]
     if hidden:
         markdown += f"\n\nRows group runs by {', '.join(keys) or 'nothing'} only; within a row these also differ: "
@@ -347,7 +365,8 @@ def report(
         markdown += f"\n\nSkipped {len(skipped)} unreadable or malformed metrics.json (see the warnings):\n\n"
         markdown += "\n".join(f"- {line}" for line in skipped)
     write_atomic(out / "summary.md", markdown + "\n")
-    write_atomic(out / "summary.tex", shown.to_latex(index=False, escape=True))
+    latex = shown.to_latex(index=False, escape=True)
+    write_atomic(out / "summary.tex", latex + (f"% {note}\n" if flagged else ""))
     if plots:
         write_figures(df, keys, out / "figures")
     return markdown

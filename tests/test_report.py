@@ -35,8 +35,8 @@ def test_repeats_are_grouped_with_the_right_means(grid_sweep, tmp_path):
     adam_tanh = [r["val_acc"] for r in runs if r["swept"]["optimizer"] == "adam" and r["swept"]["activation"] == "tanh"]
     assert len(adam_tanh) == 2
     mean = sum(adam_tanh) / 2
-    rows = [line for line in md.splitlines() if line.startswith("| tanh") and "| adam" in line]
-    assert len(rows) == 1 and f"{mean:.4f}" in rows[0] and "|   2 |" in rows[0]
+    rows = [r for r in report_rows(md)[1:] if r[:2] == ["tanh", "adam"]]
+    assert len(rows) == 1 and rows[0][3] == "2" and rows[0][4].startswith(f"{mean:.3f} ± ")
     assert len([line for line in md.splitlines()[:6] if line.startswith("| ")]) == 5  # header + 4 configurations
 
 
@@ -190,3 +190,23 @@ def test_a_malformed_metrics_file_is_skipped_with_its_reason(tmp_path, caplog, c
     warnings = [r.message for r in caplog.records if "skipped" in r.message and str(bad) in r.message]
     assert len(warnings) == 1 and reason in warnings[0]
     assert md.rstrip().endswith(f"- {bad}: {warnings[0].split(': ', 1)[1]}") and "Skipped 1 unreadable" in md
+
+
+def test_one_number_format_per_column():
+    from expframe.report import decimals
+
+    assert decimals([0.87, 0.92]) == 3 and decimals([0.0224, 0.0302]) == 4
+    assert decimals([154455.0, 12.0]) == 0 and decimals([7.8, 12.0]) == 1 and decimals([float("nan")]) == 0
+
+
+def test_contended_runs_are_marked_in_the_tables(tmp_path):
+    synthetic_runs(tmp_path / "s", 4)
+    job = next((tmp_path / "s").glob("1_*"))
+    record = json.loads((job / "metrics.json").read_text())
+    (job / "metrics.json").write_text(json.dumps({**record, "timing_contended": True}))
+    md = report([tmp_path / "s"], tmp_path / "out", plots=False)
+    rows = report_rows(md)
+    column = rows[0].index("contended")
+    assert sorted(r[column] for r in rows[1:]) == ["0", "0", "0", "1"]
+    assert "contended: 1 run(s) timed while other processes used the CPUs" in md
+    assert "% contended: 1 run(s)" in (tmp_path / "out" / "summary.tex").read_text()

@@ -125,7 +125,7 @@ def test_optuna_tpe_study_is_stored_and_resumes(tmp_path):
         trial = study.trials[r["swept"]["trial"]]
         assert trial.value == r["val_acc"] and all(r["swept"][k] == v for k, v in trial.params.items())
     summary = (tmp_path / "s2" / "summary.md").read_text()
-    assert summary.startswith("|   trial |")
+    assert summary.startswith("| trial ")
     best = study.best_trial
     where = f"trial {best.number}" if best.number >= 3 else "a trial outside these folders"
     assert f"- {where}: value {best.value:.4g}" in summary

@@ -1,0 +1,123 @@
+"""Speed figures that survive background load, contention that is detected, memory that differs
+between variants."""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from expframe import figures
+from expframe.data import split_indices
+from expframe.timing import CONTENDED_CORES, Window, contended, share, speed_summary, step_stats
+from tests.conftest import make_cfg, needs_cuda, trained
+
+
+def test_adam_keeps_two_moment_buffers_and_a_step_counter_per_parameter_tensor(tmp_path):
+    sgd = trained(make_cfg("epochs=1", "optimizer=sgd"), tmp_path / "sgd")
+    adam = trained(make_cfg("epochs=1", "optimizer=adam"), tmp_path / "adam")
+    momentum = trained(make_cfg("epochs=1", "optimizer=sgd_momentum"), tmp_path / "momentum")
+    param_bytes, tensors = sgd["n_params"] * 4, 4  # 784-128-10: two weights, two biases
+    assert sgd["model_state_bytes"] == 2 * param_bytes, "parameters and gradients"
+    assert adam["model_state_bytes"] - sgd["model_state_bytes"] == 2 * param_bytes + 4 * tensors
+    assert momentum["model_state_bytes"] - sgd["model_state_bytes"] == param_bytes
+    assert adam["activation_bytes"] == sgd["activation_bytes"]
+
+
+def test_activation_bytes_of_the_default_mlp_by_hand(tmp_path):
+    m = trained(make_cfg("epochs=1"), tmp_path)
+    batch = 64
+    by_hand = (
+        batch * 784 * 4  # the gathered input batch, saved by the first Linear
+        + batch * 128 * 4  # ReLU's output, saved by ReLU and by the second Linear (one storage)
+        + batch * 10 * 4  # log_softmax's output, saved by cross-entropy
+        + batch * 8  # the int64 targets, saved by nll_loss
+        + 4  # nll_loss's total weight (a float32 scalar)
+    )
+    assert m["activation_bytes"] == by_hand
+    assert m["train_mem_bytes"] == m["activation_bytes"] + m["model_state_bytes"]
+    assert m["peak_mem_mb"] == pytest.approx(m["train_mem_bytes"] / figures.MB), "the CPU memory column"
+
+
+def test_batchnorm_and_width_change_activation_bytes(tmp_path):
+    base = trained(make_cfg("epochs=1", "dataset=digits"), tmp_path / "base")
+    bn = trained(make_cfg("epochs=1", "dataset=digits", "model.batchnorm=true"), tmp_path / "bn")
+    wide = trained(make_cfg("epochs=1", "dataset=digits", "model.width=512"), tmp_path / "wide")
+    assert bn["activation_bytes"] > base["activation_bytes"] and wide["activation_bytes"] > base["activation_bytes"]
+    assert wide["model_state_bytes"] > base["model_state_bytes"]
+
+
+def test_a_run_reports_step_statistics_and_robust_epoch_times(tmp_path):
+    m = trained(make_cfg("epochs=3", "dataset=digits"), tmp_path)
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert "step_time_ms_p50" in rows[0] and "other_cpu_load" in rows[0]
+    n_train = len(split_indices(1437, 0.1, seed=0)[0])  # digits: 1,797 less the 360 test images
+    steps = -(-n_train // 64)
+    assert m["epoch_time_s"] == pytest.approx(steps * m["step_time_ms_p50"] / 1000)
+    assert m["step_time_ms_min"] <= m["step_time_ms_p50"] <= m["step_time_ms_p90"]
+    assert m["samples_per_s"] == pytest.approx(n_train / m["epoch_time_s"])
+    assert m["epoch_time_mean_s"] > 0 and m["startup_s"] > 0 and m["timing_contended"] in (True, False)
+
+
+def test_one_slow_epoch_moves_the_mean_not_the_estimate():
+    """What a busy machine does: one epoch of ten takes 20x longer."""
+    steps = [[1.0] * 100 for _ in range(9)] + [[20.0] * 100]
+    times = [0.2] + [sum(s) / 1000 for s in steps]
+    speed = speed_summary(times, [t for s in steps for t in s], [], 100 * 64, threads=2)
+    assert speed["epoch_time_s"] == pytest.approx(0.1)
+    assert speed["epoch_time_mean_s"] == pytest.approx(statistics.mean(times[1:]))
+    assert speed["epoch_time_mean_s"] > 2 * speed["epoch_time_s"]
+    assert speed["first_epoch_time_s"] == 0.2 and speed["samples_per_s"] == pytest.approx(64000)
+    assert step_stats([1.0, 2.0, 3.0, 4.0, 100.0])["step_time_ms_p90"] == pytest.approx(61.6)
+
+
+def test_contention_from_cpu_windows():
+    # 2 CPUs, 1 s: this process used 1 CPU-second, the machine was busy 2 CPU-seconds of 2
+    busy = [Window(wall=1.0, cpu=1.0, busy=2.0, total=2.0)]
+    assert share(busy, threads=1) == {"cpu_utilisation": 1.0, "other_cpu_load": 0.5}
+    assert share([Window(0.01, 0.01, 0.02, 0.02)], 1)["other_cpu_load"] is None, "too short for /proc/stat"
+    assert not contended(0.5, threads=1, cpus=2), "the other process used the core this run left idle"
+    assert contended(0.5, threads=2, cpus=2) and not contended(CONTENDED_CORES / 2 - 0.01, threads=2, cpus=2)
+    assert not contended(None, 2, 2)
+
+
+def test_contended_runs_warn_and_speed_objectives_become_nan():
+    from omegaconf import ListConfig
+
+    from expframe.job import objective
+
+    metrics = {"status": "ok", "timing_contended": True, "other_cpu_load": 0.63, "val_acc": 0.9, "epoch_time_s": 0.1}
+    assert "warning: timing contended (other processes used 63% of the CPUs)" in figures.summary_line(metrics)
+    assert objective(metrics, "val_acc") == 0.9
+    values = objective(metrics, ListConfig(["val_acc", "epoch_time_s"]))
+    assert values[0] == 0.9 and values[1] != values[1]
+
+
+def busy_loops(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux's /proc/stat")
+def test_a_run_beside_busy_processes_is_flagged(tmp_path):
+    cfg = ("epochs=4", "+dataset.source.repeat=3", f"device.threads={os.cpu_count()}")
+    loops = busy_loops(os.cpu_count() or 1)
+    try:
+        time.sleep(0.5)
+        loaded = trained(make_cfg(*cfg), tmp_path / "loaded")
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+    assert loaded["timing_contended"] is True and loaded["other_cpu_load"] > 0.3
+    idle = trained(make_cfg(*cfg), tmp_path / "idle")
+    assert idle["other_cpu_load"] < loaded["other_cpu_load"]
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_steps_are_timed_with_events(tmp_path):
+    m = trained(make_cfg("device=cuda", "epochs=2", "dataset=digits"), tmp_path)
+    assert 0 < m["step_time_ms_min"] <= m["step_time_ms_p50"] and m["epoch_time_s"] > 0
