@@ -242,13 +242,18 @@ def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
     return results
 
 
-def startup_s() -> float:
-    """Process start to the first training step of `python train.py epochs=1` (metrics.json)."""
+def _run(*overrides: str) -> dict:
+    """metrics.json of `python train.py OVERRIDES`."""
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "train.py", "epochs=1", f"hydra.run.dir={tmp}"], cwd=ROOT, check=True, capture_output=True
+            [sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp}"], cwd=ROOT, check=True, capture_output=True
         )
-        return json.loads((Path(tmp) / "metrics.json").read_text())["startup_s"]
+        return json.loads((Path(tmp) / "metrics.json").read_text())
+
+
+def startup_s() -> float:
+    """Process start to the first training step of `python train.py epochs=1` (metrics.json)."""
+    return _run("epochs=1")["process_startup_s"]
 
 
 def _timed_sweep(*overrides: str) -> tuple[float, list[dict]]:
@@ -269,7 +274,8 @@ def sweep_cost(jobs: int) -> tuple[float, float]:
     """(wall of an `-m` sweep of 1-epoch runs, per-job fixed cost = (wall - start-up - training) / jobs)."""
     wall, runs = _timed_sweep(f"seed={','.join(map(str, range(jobs)))}", "epochs=1")
     trained = sum(m["train_time_s"] for m in runs)
-    return wall, (wall - min(m["startup_s"] for m in runs) - trained) / jobs
+    process = next(m["process_startup_s"] for m in runs if m["process_startup_s"] is not None)
+    return wall, (wall - process - trained) / jobs
 
 
 def _sweep(epochs: int, repeat: int, *extra: str) -> tuple[float, float]:
@@ -291,6 +297,38 @@ def parallel_vs_serial(epochs: int, repeat: int) -> dict[str, tuple[float, float
     }
 
 
+def contention(repeats: int, epochs: int, repeat: int) -> None:
+    """The default run beside 0, 1 and `cores` busy processes (pure-Python loops), with all threads
+    and with one, alternated over repeats: the robust and the plain-mean epoch time, the other
+    processes' measured share of the CPUs and how often the run flagged itself."""
+    cores = os.cpu_count() or 1
+    rows: dict[tuple[int, int], list[dict]] = {}
+    for _ in range(repeats):
+        for busy in sorted({0, 1, cores}):
+            for threads in sorted({cores, 1}, reverse=True):
+                loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+                try:
+                    time.sleep(0.3 if busy else 0)
+                    m = _run(f"epochs={epochs}", f"+dataset.source.repeat={repeat}", f"device.threads={threads}")
+                finally:
+                    for loop in loops:
+                        loop.kill()
+                        loop.wait()
+                rows.setdefault((busy, threads), []).append(m)
+    print(f"{'busy procs':>10}{'threads':>8}{'epoch_time_s':>14}{'mean epoch s':>14}{'other load':>12}{'flagged':>9}")
+    for (busy, threads), runs in sorted(rows.items()):
+
+        def med(key: str, runs: list[dict] = runs) -> float:
+            values = [m[key] for m in runs if m[key] is not None]
+            return statistics.median(values) if values else float("nan")  # epochs too short to resolve
+
+        flagged = sum(bool(m["timing_contended"]) for m in runs)
+        print(
+            f"{busy:>10}{threads:>8}{med('epoch_time_s'):>14.3f}{med('epoch_time_mean_s'):>14.3f}"
+            f"{med('other_cpu_load'):>12.2f}{flagged:>6}/{len(runs)}"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=60000)
@@ -298,7 +336,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sweep-jobs", type=int, default=8)
     parser.add_argument("--parallel-epochs", type=int, default=60, help="epochs per job of the joblib comparison")
+    parser.add_argument(
+        "--contention", action="store_true", help="only the shared-machine table (busy processes beside a run)"
+    )
     args = parser.parse_args(argv)
+    if args.contention:
+        contention(args.repeats, max(2, args.epochs), max(1, round(args.samples / 4000)))
+        return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.samples} samples, "
         f"{args.epochs} epochs x {args.repeats} repeats"

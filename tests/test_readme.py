@@ -1,6 +1,7 @@
 """Every command the README shows runs as written, shrunk to tiny sizes by overrides appended at the end."""
 
 import json
+import os
 import re
 import shlex
 import socket
@@ -75,6 +76,11 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
     assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
     if "--help" in args:
         assert "dataset:" in out.stdout
+    elif "--contention" in args:
+        rows = [line.split() for line in out.stdout.splitlines()[1:]]
+        cores = os.cpu_count()
+        assert {(int(r[0]), int(r[1])) for r in rows} == {(b, t) for b in {0, 1, cores} for t in {1, cores}}
+        assert all(r[-1] in ("0/1", "1/1") for r in rows)
     elif args[:2] == ["-m", "tests.benchmark"]:
         rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("a_", "b_", "c_"))]
         assert [r[0] for r in rows] == ["a_course_loop", "b_expframe", "c_floor"]
