@@ -49,8 +49,29 @@ def check_config(cfg: DictConfig, sweep: bool = False) -> None:
         sys.exit(f"error: {e}")
 
 
+def check_not_a_sweep(cfg: DictConfig) -> None:
+    """A preset that carries its own grid (`hydra.sweeper.params`) would silently train one point
+    without -m; Hydra 1.4 refuses `hydra.mode` set by a preset, so say how to run it."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    if params:
+        choices = OmegaConf.select(cfg, "hydra.runtime.choices") or {}
+        preset = next((f"+experiment={v}" for k, v in choices.items() if k == "experiment" and v), None)
+        preset = preset or next(
+            (f"hparams_search={v}" for k, v in choices.items() if k == "hparams_search" and v), None
+        )
+        raise ConfigError(
+            "hydra.sweeper.params",
+            ", ".join(map(str, params)),
+            f"this is a sweep: add -m (python train.py -m {preset or '...'} ...)",
+        )
+
+
 class ExpframeCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_not_a_sweep(config)
+        except ConfigError as e:
+            sys.exit(f"error: {e}")
         check_config(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

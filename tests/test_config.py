@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from expframe.build import build
@@ -88,3 +89,15 @@ def test_help_lists_groups_and_options():
         assert f"{group}:" in out.stdout
     assert "sgd_momentum" in out.stdout and "fashion_mnist" in out.stdout
     assert "Traceback" not in out.stderr and "UserWarning" not in out.stderr
+
+
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_axis_preset_repeats_over_three_seeds_and_says_how_it_departs(preset):
+    with initialize_config_dir(config_dir=str(CONF)):
+        cfg = compose("train", [f"+experiment={preset}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert str(params["seed"]).split(",") == ["0", "1", "2"], "every configuration over three seeds"
+    assert "Departs from the practical" in (CONF / "experiment" / f"{preset}.yaml").read_text()

@@ -66,6 +66,8 @@ CASES = [
     (["+trial=-1"], ["trial=-1", ">= 0"]),
     (["objective=[val_acc,bogus]"], ["objective='bogus'", "val_acc"]),
     (["precision=fp8"], ["precision", "fp8", "bf16"]),
+    (["+experiment=axis3_optimizers"], ["this is a sweep", "python train.py -m +experiment=axis3_optimizers"]),
+    (["hparams_search=optuna_tpe"], ["this is a sweep", "-m hparams_search=optuna_tpe"]),
     (["hydra.run.dir=/proc/nope"], ["hydra.run.dir='/proc/nope'", "/proc is not writable"]),
     (["hydra.run.dir={tmp}/a_file/run"], ["hydra.run.dir=", "a_file is a file"]),
     (["-m", "optimizer.lr=0.1,inf"], ["optimizer.lr=inf", "finite"]),
