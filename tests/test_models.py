@@ -8,6 +8,7 @@ from torch import nn
 
 from expframe.build import build
 from expframe.data import DeviceData, load
+from expframe.engine import train
 from expframe.errors import ConfigError
 from expframe.losses import build_loss
 from expframe.models import ModelInputs, apply_init, build_model, initialised_layers
@@ -125,3 +126,53 @@ def test_a_run_on_feature_vectors_learns(tmp_path):
         "epochs=3", "optimizer=adam",
     )  # fmt: skip
     assert trained(cfg, tmp_path)["test_acc"] > 0.5
+
+
+def initial_weights(*overrides: str) -> list[torch.Tensor]:
+    cfg = make_cfg(*overrides)
+    torch.manual_seed(0)
+    net = build_model(cfg.model, cfg.activation, cfg.init, ModelInputs((1, 28, 28), 10))
+    return [m.weight.detach().clone() for m in initialised_layers(net)]
+
+
+@pytest.mark.parametrize("init", ["kaiming", "xavier", "orthogonal"])
+def test_the_init_gain_follows_the_activation(init):
+    relu, tanh = initial_weights(f"init={init}", "activation=relu"), initial_weights(f"init={init}", "activation=tanh")
+    assert not torch.equal(relu[0], tanh[0]), "same seed, another activation: another gain"
+    gain = {"relu": math.sqrt(2), "tanh": 5 / 3}
+    if init == "kaiming":  # std = gain / sqrt(fan_in)
+        assert relu[0].std().item() == pytest.approx(gain["relu"] / math.sqrt(784), rel=0.05)
+        assert tanh[0].std().item() == pytest.approx(gain["tanh"] / math.sqrt(784), rel=0.05)
+    if init == "xavier":  # uniform with bound gain * sqrt(6 / (fan_in + fan_out))
+        assert tanh[0].abs().max().item() == pytest.approx(gain["tanh"] * math.sqrt(6 / (784 + 128)), rel=0.01)
+    default_relu, default_tanh = initial_weights("activation=relu"), initial_weights("activation=tanh")
+    assert all(torch.equal(a, b) for a, b in zip(default_relu, default_tanh, strict=True)), "PyTorch's own init"
+
+
+def test_leaky_relu_passes_its_slope_to_kaiming():
+    from expframe.models.init import for_activation
+
+    init = for_activation(build(make_cfg("init=kaiming").init.weight), nn.LeakyReLU(0.2))
+    assert init.keywords["nonlinearity"] == "leaky_relu" and init.keywords["a"] == 0.2
+
+
+def one_step_gradients(activation: str) -> list[torch.Tensor]:
+    cfg = make_cfg("init=zeros", f"activation={activation}", "model.depth=2")
+    net = build_model(cfg.model, cfg.activation, cfg.init, ModelInputs((1, 8, 8), 10))
+    data = load(make_cfg("dataset=digits").dataset, torch.device("cpu"))
+    nn.functional.cross_entropy(net(data.train_x[:64]), data.train_y[:64]).backward()
+    return [m.weight.grad for m in initialised_layers(net)]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_zero_init_with_f0_zero_gives_all_zero_weight_gradients(activation):
+    assert all(g.abs().sum() == 0 for g in one_step_gradients(activation))
+
+
+def test_zero_init_with_sigmoid_moves_the_weights_but_keeps_the_hidden_units_identical(tmp_path):
+    run = train(
+        make_cfg("dataset=digits", "init=zeros", "activation=sigmoid", "epochs=3", "optimizer=sgd_momentum"), tmp_path
+    )
+    hidden = initialised_layers(run.model)[0].weight.detach()
+    assert hidden.abs().sum() > 0, "the weights move"
+    assert torch.allclose(hidden, hidden[0].expand_as(hidden)), "every hidden unit stays a copy of the first"

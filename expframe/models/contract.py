@@ -18,7 +18,7 @@ from torch import nn
 
 from expframe.build import build
 from expframe.errors import ConfigError
-from expframe.models.init import apply_init
+from expframe.models.init import apply_init, for_activation
 
 ActivationFactory = Callable[[], nn.Module]
 
@@ -39,10 +39,12 @@ class ModelFamily(Protocol):
 
 def build_model(model: DictConfig, activation: DictConfig, init: DictConfig, inputs: ModelInputs) -> nn.Module:
     """The family's network, initialised by the `init` group, its output shape checked (on the CPU)."""
-    net = build(model, input_shape=inputs.input_shape, num_classes=inputs.num_classes, activation=build(activation))
+    make_activation = build(activation)
+    net = build(model, input_shape=inputs.input_shape, num_classes=inputs.num_classes, activation=make_activation)
     if not isinstance(net, nn.Module):
         raise ConfigError("model._target_", model._target_, f"must build an nn.Module, built a {type(net).__name__}")
-    apply_init(net, build(init.weight), build(init.bias))
+    activation_module = make_activation()
+    apply_init(net, for_activation(build(init.weight), activation_module), build(init.bias))
     _check_output(net, model._target_, inputs)
     return net
 
