@@ -76,6 +76,7 @@ class Fitted:
     steady_windows: list[Window] = field(default_factory=list)
     samples_per_epoch: int = 0
     first_step_at: float | None = None
+    logging_before_s: float = 0.0
     model_state_bytes: int | None = None
     activation_bytes: int | None = None
 
@@ -121,6 +122,9 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def setup(cfg: DictConfig, device: torch.device, threads: int) -> Run:
+    """The peak-memory window opens before the data load: the data are part of what a run costs."""
+    memory = PeakMemory(device)
+    memory.reset()
     data = load(cfg.dataset, device)
     declared = (tuple(cfg.dataset.input_shape), cfg.dataset.num_classes)
     if (data.input_shape, data.num_classes) != declared:
@@ -142,8 +146,6 @@ def setup(cfg: DictConfig, device: torch.device, threads: int) -> Run:
             "batch_size=%d covers all %d training samples: each epoch is one full batch", cfg.batch_size, len(train_idx)
         )
     loss_fn = build_loss(cfg.loss, data.num_classes, device)
-    memory = PeakMemory(device)
-    memory.reset()
     seed_everything(cfg.seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data)).to(device, memory_format=memory_format)
@@ -252,7 +254,7 @@ def fit(run: Run, recorder: Recorder) -> Fitted:
     """The epoch loop. Status ok; diverged; or interrupted by Ctrl-C, the finished epochs kept."""
     batch_order = torch.Generator().manual_seed(run.cfg.seed)
     probe = None if run.cfg.compile else ActivationProbe(run.net)
-    out = Fitted(first_step_at=time.perf_counter())
+    out = Fitted(first_step_at=time.perf_counter(), logging_before_s=recorder.elapsed)
     try:
         for epoch in range(1, run.cfg.epochs + 1):
             order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=batch_order), run.device)]
@@ -276,18 +278,24 @@ def fit(run: Run, recorder: Recorder) -> Fitted:
     return out
 
 
-_first_job = True
+_jobs_in_process = 0
 
 
-def process_startup(first_step_at: float) -> float | None:
-    """Process start to the first training step, for the process's first job only (later jobs of a
-    sweep in the same process did not pay for the interpreter and the imports)."""
-    global _first_job
-    if not _first_job:
-        return None
-    _first_job = False
+def process_age_at(moment: float) -> float | None:
+    """Seconds from the process start to `moment` (a perf_counter reading)."""
     age = process_age_s()
-    return None if age is None else age - (time.perf_counter() - first_step_at)
+    return None if age is None else age - (time.perf_counter() - moment)
+
+
+def close_breakdown(buckets: dict, job_start: float, logging_s: float) -> dict:
+    """Every second of the job in one bucket: what the others leave of the job's wall time so far
+    (the epoch's loss and accuracy after the clock, the scheduler, metrics and model.pt) is
+    `bookkeeping_s`; the job adds `clean_up_s` once it has released its state."""
+    buckets = {**buckets, "logging_s": logging_s}
+    inside = sum(v for k, v in buckets.items() if k != "process_startup_s")
+    buckets["bookkeeping_s"] = max(0.0, time.perf_counter() - job_start - inside)
+    buckets["clean_up_s"] = None
+    return buckets
 
 
 def run_record(status: str, summary: dict, error: str | None = None, **about: object) -> dict:
@@ -329,7 +337,10 @@ def train(
     `launcher_threads`: the launcher's share of the cores, used when `device.threads` is unset.
     `choices`: the option picked in each config group (`optimizer: adam`), recorded for the report.
     """
+    global _jobs_in_process
     started = time.perf_counter()
+    _jobs_in_process += 1
+    first_job = _jobs_in_process == 1
     device = validate(cfg)
     threads, threads_from = apply_threads(cfg.device.threads, launcher_threads)
     run = setup(cfg, device, threads)
@@ -359,13 +370,21 @@ def train(
             "eval_time_s": eval_time,
             "logging_time_s": recorder.elapsed,
             "startup_s": fitted.first_step_at - started,
-            "process_startup_s": process_startup(fitted.first_step_at),
+            "process_startup_s": process_age_at(fitted.first_step_at) if first_job else None,
             "n_params": sum(p.numel() for p in run.net.parameters()),
             "model_state_bytes": state,
             "activation_bytes": activations,
             "train_mem_bytes": None if state is None or activations is None else state + activations,
         }
         saved = cfg.checkpoint.save_model and fitted.status == "ok"
+        breakdown = {
+            # interpreter, imports and Hydra's composition; a later job of the process starts warm
+            "process_startup_s": (process_age_at(started) or 0.0) if first_job else 0.0,
+            "job_setup_s": fitted.first_step_at - started - fitted.logging_before_s,
+            "training_steps_s": speed["train_time_s"],
+            "evaluation_s": eval_time,
+            "logging_s": recorder.elapsed,
+        }
         metrics = run_record(
             fitted.status,
             figures.summarise(fitted.history, computed),
@@ -385,5 +404,6 @@ def train(
         recorder.finish(metrics)
     if saved:
         save_state_dict(out_dir / MODEL_FILE, run.net.state_dict())
+    metrics["time_breakdown"] = close_breakdown(breakdown, started, recorder.elapsed)
     write_json(out_dir / "metrics.json", metrics)
     return TrainedRun(metrics, run.net, cfg, out_dir)

@@ -43,6 +43,12 @@ class Figure:
     fmt: str = ".4f"
     # a speed figure: other programs on the CPUs make it unreliable (see timing_contended)
     speed: bool = False
+    # the seed fixes it (clocks, resident memory and the machine's load it does not)
+    reproducible: bool = True
+
+    def __post_init__(self) -> None:
+        if self.speed or self.name.startswith(("peak_", "cpu_", "other_")) or self.unit == "s":
+            object.__setattr__(self, "reproducible", False)
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
@@ -347,6 +353,11 @@ def summary_line(metrics: dict) -> str:
     """`ok: val_acc=0.8875 test_acc=0.8540 epoch=0.023s ...`: the figures declared with a `line`."""
     parts = [f"{f.line}={format_value(f, metrics.get(f.name))}" for f in FIGURES if f.line]
     line = f"{metrics['status']}: " + " ".join(parts)
+    spent = metrics.get("time_breakdown") or {}
+    if spent:
+        names = {"process_startup_s": "start-up", "job_setup_s": "set-up", "training_steps_s": "steps"}
+        names.update(evaluation_s="eval", logging_s="logging", bookkeeping_s="bookkeeping", clean_up_s="clean-up")
+        line += " time: " + " + ".join(f"{names[k]} {v:.2f}" for k, v in spent.items() if v is not None) + " s"
     if metrics.get("timing_contended"):
         line += (
             f" warning: timing contended (other processes used {metrics['other_cpu_load']:.0%} of the CPUs);"

@@ -5,6 +5,7 @@ import gc
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -90,7 +91,12 @@ def run(cfg: DictConfig) -> float | list[float]:
         log.error("job failed, the sweep goes on:\n%s", traceback.format_exc())
         return objective(metrics, cfg.objective)
     finally:
+        cleaning = time.perf_counter()
         release_job_state(threads)
+        cleaned = time.perf_counter() - cleaning
+    if metrics.get("time_breakdown"):
+        metrics["time_breakdown"]["clean_up_s"] = cleaned
+        write_json(out_dir / "metrics.json", metrics)
     if metrics["status"] == "interrupted":
         stop_interrupted(metrics, out_dir, hydra_cfg, cfg.report.auto)
     log.info("%s -> %s", figures.summary_line(metrics), out_dir)

@@ -53,7 +53,7 @@ CASES = [
     (["logging.histogram_every=-1"], ["logging.histogram_every=-1", ">= 0"]),
     (["+activation.inplace=maybe"], ["activation.inplace='maybe'", "true or false"]),
     (["init=kaiming", "init.weight.mode=fan_xx"], ["init.weight.mode='fan_xx'", "fan_in"]),
-    (["init=kaiming", "init.weight.nonlinearity=foo"], ["init.weight.nonlinearity='foo'", "Unsupported nonlinearity"]),
+    (["init=kaiming", "+init.weight.nonlinearity=foo"], ["init.weight.nonlinearity='foo'", "Unsupported nonlinearity"]),
     (["+loss.weight=[1,2]"], ["loss.weight=[1, 2]", "10 non-negative numbers"]),
     (["loss.label_smoothing=1.5"], ["loss.label_smoothing=1.5", "[0, 1)"]),
     (["+loss.reduce_sum=true"], ["loss.reduce_sum=true", "not a parameter", "CrossEntropyLoss"]),

@@ -76,7 +76,7 @@ def test_summaries_take_the_last_the_best_or_the_runs_value():
         {"epoch": 3, "val_acc": 0.7, "val_loss": 0.9, "train_loss": 0.5},
     ]
     computed = {f.name: 1.0 for f in figures.in_summary() if f.summary == "run"}
-    computed.update(peak_cuda_mem_bytes=None, peak_rss_bytes=3 * figures.MB)
+    computed.update(peak_cuda_mem_bytes=None, train_mem_bytes=3 * figures.MB)
     out = figures.summarise(history, computed)
     assert (out["val_acc"], out["best_val_acc"], out["final_val_loss"], out["final_train_loss"]) == (0.7, 0.8, 0.9, 0.5)
     assert out["peak_mem_mb"] == 3.0 and out["n_params"] == 1.0

@@ -1,6 +1,7 @@
 """Speed figures that survive background load, contention that is detected, memory that differs
 between variants."""
 
+import json
 import os
 import statistics
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from expframe import figures
 from expframe.data import split_indices
 from expframe.timing import CONTENDED_CORES, Window, contended, share, speed_summary, step_stats
-from tests.conftest import make_cfg, needs_cuda, trained
+from tests.conftest import ROOT, make_cfg, needs_cuda, trained
 
 
 def test_adam_keeps_two_moment_buffers_and_a_step_counter_per_parameter_tensor(tmp_path):
@@ -121,3 +122,34 @@ def test_a_run_beside_busy_processes_is_flagged(tmp_path):
 def test_cuda_steps_are_timed_with_events(tmp_path):
     m = trained(make_cfg("device=cuda", "epochs=2", "dataset=digits"), tmp_path)
     assert 0 < m["step_time_ms_min"] <= m["step_time_ms_p50"] and m["epoch_time_s"] > 0
+
+
+@pytest.mark.slow
+def test_the_time_breakdown_adds_up_to_the_outside_clock(tmp_path):
+    """Every second of a run in one bucket: their sum is the process's wall time, measured by its
+    parent, within 5% (what is left is the interpreter's exit, after the last record)."""
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "train.py", "epochs=2", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    buckets = metrics["time_breakdown"]
+    assert set(buckets) == {
+        "process_startup_s",
+        "job_setup_s",
+        "training_steps_s",
+        "evaluation_s",
+        "logging_s",
+        "bookkeeping_s",
+        "clean_up_s",
+    }
+    assert all(v >= 0 for v in buckets.values())
+    assert sum(buckets.values()) == pytest.approx(wall, rel=0.05)
+    assert buckets["training_steps_s"] == pytest.approx(metrics["train_time_s"])
+    assert buckets["evaluation_s"] == pytest.approx(metrics["eval_time_s"])
+    assert " time: start-up " in out.stderr + out.stdout
