@@ -1,5 +1,10 @@
 """expframe: Hydra-configured PyTorch ablation studies with honest speed, memory and accuracy."""
 
+from pathlib import Path
+
+# the folder holding conf/ and train.py (the project, in the editable install the README uses)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 # Config-selected targets that instantiate() may call: torch layers, optimizers, schedulers,
 # init functions, and expframe's own builders. Anything else in a config is refused by Hydra.
 EXECUTION_WHITELIST = ["torch.nn.*", "torch.optim.*", "expframe.*"]

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from expframe import figures
+from expframe.ablation import ablation_tables
 from expframe.outputs import write_atomic
 
 log = logging.getLogger("expframe")
@@ -115,6 +116,28 @@ def run_config(run: dict) -> dict[str, object]:
             flat[group] = choices[group]
         flat[key] = value
     return {k: v for k, v in flat.items() if k not in NOT_CONFIG and not k.startswith("report.")}
+
+
+def project_defaults() -> dict[str, object]:
+    """The project's default configuration, flat like a run's: what every key holds when nobody set it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf, open_dict
+
+    from expframe import PROJECT_ROOT
+
+    def composed():
+        return compose("train", return_hydra_config=True)
+
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (the end-of-sweep report)
+        cfg = composed()
+    else:
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf")):
+            cfg = composed()
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return {**choices, **_flatten(OmegaConf.to_container(cfg))}
 
 
 def runs_table(runs: list[dict]):
@@ -285,6 +308,44 @@ def axis_label(name: str) -> str:
     return f"{f.label} ({f.unit})" if f.unit else f.label
 
 
+def write_forest(results: dict, keys: list[str], path: Path) -> Path:
+    """One row per configuration, its Δ against the baseline with the 95% interval, a line at 0,
+    one panel per figure: the ablation papers' figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(4.2 * len(results), 0.45 * len(next(iter(results.values()))) + 1.6)
+    )
+    for ax, (figure, rows) in zip(np_atleast(axes), results.items(), strict=True):
+        tested = [r for r in rows if r.delta is not None]
+        labels = [", ".join(f"{k}={v}" for k, v in zip(keys, r.config, strict=True)) for r in tested]
+        ys = range(len(tested))
+        ax.errorbar(
+            [r.delta for r in tested],
+            list(ys),
+            xerr=[[r.delta - r.low for r in tested], [r.high - r.delta for r in tested]],
+            fmt="o",
+            capsize=3,
+        )
+        ax.axvline(0, color="k", lw=1)
+        ax.set_yticks(list(ys), labels if ax is np_atleast(axes)[0] else [""] * len(tested), fontsize=8)
+        ax.set_title(f"Δ {axis_label(figure)}", fontsize=9)
+        ax.invert_yaxis()
+    fig.suptitle("each configuration minus the baseline, 95% interval")
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
+def np_atleast(axes) -> list:
+    import numpy as np
+
+    return list(np.atleast_1d(axes))
+
+
 def _loss_curves(ok, by: list[str]) -> list[dict]:
     rows = []
     for _, run in ok.iterrows():
@@ -316,6 +377,8 @@ def report(
     metrics: list[str] | None = None,
     sort: str | None = None,
     plots: bool = True,
+    baseline: dict[str, str] | None = None,
+    resolve: float = 0.01,
 ) -> str:
     """Writes summary.csv/.md/.tex (and figures/) into `out`; returns the markdown table."""
     runs, incomplete, skipped = find_runs(paths)
@@ -361,6 +424,12 @@ def report(
         pivot = table[table["status"] == "ok"].pivot(index=keys[0], columns=keys[1], values=chosen[0])
         markdown += f"\n\n{chosen[0]} (rows {keys[0]}, columns {keys[1]}):\n\n{pivot.to_markdown()}"
     markdown += "".join(f"\n\n{line}" for line in optuna_best(paths, df))
+    ablation, long, results = ablation_tables(df, keys, chosen, baseline or project_defaults(), resolve)
+    markdown += f"\n\n{ablation}"
+    if long:
+        import pandas as pd
+
+        write_atomic(out / "deltas.csv", pd.DataFrame(long).to_csv(index=False))
     if skipped:
         markdown += f"\n\nSkipped {len(skipped)} unreadable or malformed metrics.json (see the warnings):\n\n"
         markdown += "\n".join(f"- {line}" for line in skipped)
@@ -369,6 +438,8 @@ def report(
     write_atomic(out / "summary.tex", latex + (f"% {note}\n" if flagged else ""))
     if plots:
         write_figures(df, keys, out / "figures")
+        if results:
+            write_forest(results, keys, out / "figures" / "deltas.png")
     return markdown
 
 
@@ -382,6 +453,15 @@ def main(argv: list[str] | None = None) -> None:
         help=f"columns to show (default {', '.join(figures.report_columns())}), any metrics.json figure",
     )
     parser.add_argument("--sort", help="sort rows by this metric (best first)")
+    parser.add_argument(
+        "--baseline",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="the configuration to compare with (default: the project's defaults)",
+    )
+    parser.add_argument(
+        "--resolve", type=float, default=0.01, help="accuracy difference the seeds-needed line is for (default 0.01)"
+    )
     parser.add_argument("--out", type=Path, help="where to write (default: the first PATH)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     args = parser.parse_args(argv)
@@ -389,7 +469,14 @@ def main(argv: list[str] | None = None) -> None:
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         raise SystemExit(f"error: PATH {missing[0]}: no such folder")
-    print(report(args.paths, args.out or args.paths[0], args.by, args.metrics, args.sort, not args.no_figures))
+    baseline = None
+    if args.baseline:
+        bad = [b for b in args.baseline if "=" not in b]
+        if bad:
+            raise SystemExit(f"error: --baseline {bad[0]}: write KEY=VALUE (e.g. optimizer=sgd)")
+        baseline = {**project_defaults(), **dict(b.split("=", 1) for b in args.baseline)}
+    out = args.out or args.paths[0]
+    print(report(args.paths, out, args.by, args.metrics, args.sort, not args.no_figures, baseline, args.resolve))
 
 
 if __name__ == "__main__":

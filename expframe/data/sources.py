@@ -13,9 +13,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from expframe import PROJECT_ROOT
 from expframe.errors import ConfigError
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # The fixed test split of the embedded sets must not move with the run's seed: every run of a
 # comparison is scored on the same images.
