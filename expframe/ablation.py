@@ -253,3 +253,42 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
         for r in results[f]
     ]
     return markdown, long, results
+
+
+def _tex(text: object) -> str:
+    return str(text).replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+
+
+def best_table_tex(ok, keys: list[str], shown: list[str]) -> str:
+    """booktabs: per figure the best configuration's mean in bold and a dagger on every configuration
+    not detectably different from it (paired or Welch, Holm over the column), the legend in the caption."""
+    import pandas as pd
+
+    from expframe.report import decimals
+
+    columns: dict[str, dict[tuple, str]] = {}
+    configs: list[tuple] = []
+    for f in shown:
+        means = {r.config: r.mean for r in deltas(ok, keys, f, baseline=())}
+        configs = configs or list(means)
+        ranked = [c for c in means if means[c] is not None]
+        if not ranked:
+            continue
+        higher = figures.figure(f).higher_is_better
+        best = (max if higher else min)(ranked, key=lambda c: means[c])
+        tied = {r.config for r in deltas(ok, keys, f, best) if r.verdict == "no detectable difference"}
+        places = decimals([means[c] for c in ranked])
+        cells = {}
+        for c in configs:
+            value = "–" if means.get(c) is None else f"{means[c]:.{places}f}"
+            cells[c] = f"\\textbf{{{value}}}" if c == best else f"{value}$^\\dagger$" if c in tied else value
+        columns[_tex(f)] = cells
+    rows = [
+        {**{_tex(k): _tex(v) for k, v in zip(keys, c, strict=True)}, **{f: cells[c] for f, cells in columns.items()}}
+        for c in configs
+    ]
+    caption = (
+        "Mean over seeds. Bold: the best configuration of each column; $^\\dagger$: not detectably different "
+        "from it (95\\%, paired by seed or Welch's t, Holm's adjustment over the column)."
+    )
+    return pd.DataFrame(rows).to_latex(index=False, escape=False, caption=caption)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from expframe import figures
-from expframe.ablation import ablation_tables
+from expframe.ablation import ablation_tables, best_table_tex
 from expframe.outputs import write_atomic
 
 log = logging.getLogger("expframe")
@@ -430,6 +430,8 @@ def report(
         import pandas as pd
 
         write_atomic(out / "deltas.csv", pd.DataFrame(long).to_csv(index=False))
+        ok = df[df["status"] == "ok"]
+        write_atomic(out / "best.tex", best_table_tex(ok, keys, list(results)))
     if skipped:
         markdown += f"\n\nSkipped {len(skipped)} unreadable or malformed metrics.json (see the warnings):\n\n"
         markdown += "\n".join(f"- {line}" for line in skipped)

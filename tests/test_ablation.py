@@ -131,3 +131,12 @@ def test_main_effects_of_a_two_by_two_grid(tmp_path):
     line = next(line for line in md.splitlines() if line.startswith("main effect of optimizer"))
     assert f"sgd {sgd:.4g}" in line and f"adam {adam:.4g}" in line and f"adam - sgd = {adam - sgd:+.4g}" in line
     assert "interaction: the effect of activation on test_acc changes sign with optimizer" in md
+
+
+def test_the_tex_table_bolds_the_best_and_marks_the_ties(tmp_path):
+    grid(tmp_path)
+    tex = (tmp_path / "out" / "best.tex").read_text()
+    lines = {line.split(" & ")[0]: line for line in tex.splitlines() if " & " in line}
+    assert f"\\textbf{{{np.mean(ADAM):.3f}}}" in lines["adam"]
+    assert "dagger" not in lines["sgd"] and "dagger" not in lines["rmsprop"], "both clearly below adam"
+    assert "\\toprule" in tex and "not detectably different" in tex
