@@ -253,6 +253,26 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _min_max(values):
+    return values.min(), values.max()
+
+
+def short_label(run, by: list[str]) -> str:
+    """The shortest name that tells runs apart: the trial number in an Optuna sweep, else the keys,
+    floats to 3 significant digits."""
+    if "trial" in by:
+        return f"trial {run['trial']}"
+    return ", ".join(f"{k}={_short(run[k])}" for k in by) or "all"
+
+
+def _short(value: object) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:.3g}" if not float(number).is_integer() else str(value)
+
+
 def write_figures(df, by: list[str], out: Path) -> list[Path]:
     import matplotlib
 
@@ -260,45 +280,69 @@ def write_figures(df, by: list[str], out: Path) -> list[Path]:
     # categorical axes of numbers-as-text (trial numbers, widths) are meant, not worth a log line each
     logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
+    import pandas as pd
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     ok = df[df["status"] == "ok"]
     if ok.empty:
         return written
-    x = by[0] if by else None
-    hue = by[1] if len(by) > 1 else None
-    data = ok.assign(**{k: ok[k].astype(str) for k in by}) if by else ok.assign(run="all")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    data = ok.assign(variant=[short_label(run, by) for _, run in ok.iterrows()])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.35 * data["variant"].nunique() + 3))
     for ax, metric in zip(axes, ("val_acc", "epoch_time_s", "peak_mem_mb"), strict=True):
-        sns.barplot(data=data, x=x or "run", y=metric, hue=hue, errorbar="sd", ax=ax, capsize=0.1)
-        ax.set_ylabel(axis_label(metric))
-        ax.tick_params(axis="x", labelrotation=30)
-    fig.suptitle(f"mean ± sd over repeats, by {', '.join(by) or 'run'}")
+        # dots with min-max whiskers: no whisker crosses zero, and the axis zooms to the data
+        sns.pointplot(data=data, y="variant", x=metric, errorbar=_min_max, linestyle="none", capsize=0.3, ax=ax)
+        sns.stripplot(data=data, y="variant", x=metric, color="0.4", size=3, alpha=0.6, ax=ax)
+        ax.set_xlabel(axis_label(metric))
+        ax.set_ylabel("")
+        if ax is not axes[0]:
+            ax.set_yticklabels([])
+    fig.suptitle("mean (dot), min-max over seeds (whiskers) and every run (grey)")
     fig.tight_layout()
     written.append(_save(fig, out / "metrics.png", plt))
 
-    curves = _loss_curves(ok, by)
+    curves = _loss_curves(data)
     if curves:
-        import pandas as pd
-
-        fig, ax = plt.subplots(figsize=(8, 5))
-        sns.lineplot(data=pd.DataFrame(curves), x="epoch", y="loss", hue="variant", style="split", errorbar="sd", ax=ax)
-        ax.set_title("train vs validation loss per variant (dashed: validation)")
+        fig, ax = plt.subplots(figsize=(9, 5))
+        sns.lineplot(
+            data=pd.DataFrame(curves), x="epoch", y="loss", hue="variant", style="split", errorbar=_min_max, ax=ax
+        )
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("train vs validation loss per variant (dashed: validation; band: min-max over seeds)")
+        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
         written.append(_save(fig, out / "loss_curves.png", plt))
 
-    points = list(zip(ok["val_acc"], ok["epoch_time_s"], strict=True))
+    means = data.groupby("variant", sort=False).agg(
+        val_acc=("val_acc", "mean"),
+        lo_acc=("val_acc", "min"),
+        hi_acc=("val_acc", "max"),
+        time=("epoch_time_s", "mean"),
+        lo_time=("epoch_time_s", "min"),
+        hi_time=("epoch_time_s", "max"),
+    )
+    points = list(zip(means["val_acc"], means["time"], strict=True))
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    sns.scatterplot(data=data, x="epoch_time_s", y="val_acc", hue=x, style=hue, ax=ax, s=60)
-    fx = [points[i][1] for i in front]
-    fy = [points[i][0] for i in front]
-    ax.plot(fx, fy, "k--", lw=1, drawstyle="steps-post", label="Pareto front")
-    ax.scatter(fx, fy, facecolors="none", edgecolors="k", s=160)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (variant, row), color in zip(means.iterrows(), sns.color_palette(n_colors=len(means)), strict=True):
+        ax.errorbar(
+            row["time"],
+            row["val_acc"],
+            xerr=[[row["time"] - row["lo_time"]], [row["hi_time"] - row["time"]]],
+            yerr=[[row["val_acc"] - row["lo_acc"]], [row["hi_acc"] - row["val_acc"]]],
+            fmt="o",
+            color=color,
+            label=variant,
+            capsize=2,
+        )
+    fx, fy = [points[i][1] for i in front], [points[i][0] for i in front]
+    ax.plot(fx, fy, "k--", lw=1, drawstyle="steps-post", label="Pareto front (of the means)")
     ax.set_xlabel(axis_label("epoch_time_s"))
     ax.set_ylabel(axis_label("val_acc"))
-    ax.legend(fontsize=8)
+    ax.set_title("per configuration: mean, min-max over seeds")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
     written.append(_save(fig, out / "pareto.png", plt))
     return written
 
@@ -346,19 +390,21 @@ def np_atleast(axes) -> list:
     return list(np.atleast_1d(axes))
 
 
-def _loss_curves(ok, by: list[str]) -> list[dict]:
+def _loss_curves(data) -> list[dict]:
     rows = []
-    for _, run in ok.iterrows():
-        variant = ", ".join(f"{k}={run[k]}" for k in by) or "all"
+    for _, run in data.iterrows():
         try:
             with open(Path(run["run_dir"]) / "history.csv") as f:
                 for h in csv.DictReader(f):
-                    rows.append(
-                        {"variant": variant, "epoch": int(h["epoch"]), "split": "train", "loss": float(h["train_loss"])}
-                    )
-                    rows.append(
-                        {"variant": variant, "epoch": int(h["epoch"]), "split": "val", "loss": float(h["val_loss"])}
-                    )
+                    for split in ("train", "val"):
+                        rows.append(
+                            {
+                                "variant": run["variant"],
+                                "epoch": int(h["epoch"]),
+                                "split": split,
+                                "loss": float(h[f"{split}_loss"]),
+                            }
+                        )
         except (OSError, KeyError, ValueError):
             continue
     return rows
@@ -435,6 +481,9 @@ def report(
     if skipped:
         markdown += f"\n\nSkipped {len(skipped)} unreadable or malformed metrics.json (see the warnings):\n\n"
         markdown += "\n".join(f"- {line}" for line in skipped)
+    previous = out / "summary.md"
+    if previous.exists() and previous.read_text() != markdown + "\n":
+        log.warning("replacing the report in %s, whose content differs", out)
     write_atomic(out / "summary.md", markdown + "\n")
     latex = shown.to_latex(index=False, escape=True)
     write_atomic(out / "summary.tex", latex + (f"% {note}\n" if flagged else ""))
@@ -443,6 +492,22 @@ def report(
         if results:
             write_forest(results, keys, out / "figures" / "deltas.png")
     return markdown
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    """The first PATH for the plain report (the one a sweep writes itself); a view chosen with
+    options goes beside it, in views/<options>/, so it never replaces the sweep's own report."""
+    options = [
+        ("by", args.by),
+        ("metrics", args.metrics),
+        ("sort", [args.sort] if args.sort else None),
+        ("baseline", args.baseline),
+        ("resolve", [f"{args.resolve:g}"] if args.resolve != 0.01 else None),
+    ]
+    chosen = [f"{name}-{'-'.join(values)}" for name, values in options if values]
+    if not chosen:
+        return args.paths[0]
+    return args.paths[0] / "views" / re.sub(r"[^\w.=-]+", "_", "_".join(chosen))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -477,8 +542,9 @@ def main(argv: list[str] | None = None) -> None:
         if bad:
             raise SystemExit(f"error: --baseline {bad[0]}: write KEY=VALUE (e.g. optimizer=sgd)")
         baseline = {**project_defaults(), **dict(b.split("=", 1) for b in args.baseline)}
-    out = args.out or args.paths[0]
+    out = args.out or default_out(args)
     print(report(args.paths, out, args.by, args.metrics, args.sort, not args.no_figures, baseline, args.resolve))
+    print(f"\nwritten to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -210,3 +210,16 @@ def test_contended_runs_are_marked_in_the_tables(tmp_path):
     assert sorted(r[column] for r in rows[1:]) == ["0", "0", "0", "1"]
     assert "contended: 1 run(s) timed while other processes used the CPUs" in md
     assert "% contended: 1 run(s)" in (tmp_path / "out" / "summary.tex").read_text()
+
+
+def test_a_view_with_options_never_replaces_the_sweeps_own_report(tmp_path, capsys):
+    from expframe.report import main
+
+    synthetic_runs(tmp_path / "s", 8)
+    main([str(tmp_path / "s"), "--no-figures"])
+    own = (tmp_path / "s" / "summary.md").read_text()
+    main([str(tmp_path / "s"), "--no-figures", "--by", "optimizer", "--metrics", "val_acc"])
+    assert (tmp_path / "s" / "summary.md").read_text() == own
+    view = tmp_path / "s" / "views" / "by-optimizer_metrics-val_acc" / "summary.md"
+    assert view.exists() and view.read_text() != own
+    assert f"written to {view.parent}" in capsys.readouterr().err
