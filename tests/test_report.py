@@ -43,7 +43,7 @@ def test_repeats_are_grouped_with_the_right_means(grid_sweep, tmp_path):
 def test_pivot_rows_by_columns(grid_sweep, tmp_path):
     path, _ = grid_sweep
     md = report([path], tmp_path, by=["activation", "optimizer"], metrics=["val_acc", "epoch_time_s"], plots=False)
-    pivot = md.split("columns optimizer):")[1].strip().splitlines()
+    pivot = md.split("columns optimizer):")[1].strip().split("\n\n")[0].splitlines()
     assert "adam" in pivot[0] and "sgd" in pivot[0]
     assert len(pivot) == 4  # header, separator, relu, tanh
 
