@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from expframe import EXECUTION_WHITELIST
 from expframe.build import build
-from expframe.errors import ConfigError, as_typed
+from expframe.errors import ConfigError, as_typed, short_reason
 from expframe.losses import build_loss
 from expframe.models import ModelInputs, build_model
 
@@ -34,14 +34,6 @@ PASSED_BY_CODE = {
 TARGETS = ("model", "activation", "optimizer", "scheduler", "loss", "init.weight", "init.bias", "dataset.source")
 
 
-def reason(error: BaseException, limit: int = 200) -> str:
-    """The root cause on one line, cut at a word boundary."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
-
-
 def check_keys(path: str, node: DictConfig) -> None:
     """Every key of a `_target_` node must be a parameter of the target (unless it takes **kwargs)."""
     target = node.get("_target_")
@@ -50,7 +42,7 @@ def check_keys(path: str, node: DictConfig) -> None:
     try:
         params = inspect.signature(get_object(target)).parameters
     except (ImportError, AttributeError, ValueError, TypeError) as e:
-        raise ConfigError(f"{path}._target_", target, f"cannot be found ({reason(e)})") from None
+        raise ConfigError(f"{path}._target_", target, f"cannot be found ({short_reason(e)})") from None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     taken = [name for name in params if name not in PASSED_BY_CODE.get(path, set()) and name != "self"]
@@ -79,7 +71,7 @@ def _same_kind(value: object, default: object) -> bool:
 
 def _refused(path: str, node: DictConfig, error: BaseException) -> ConfigError:
     """Names the key the message mentions (`Invalid momentum value: -1` -> optimizer.momentum)."""
-    why = reason(error)
+    why = short_reason(error)
     for key in node:
         if not str(key).startswith("_") and str(key).lower().rstrip("s") in why.lower():
             return ConfigError(f"{path}.{key}", node[key], f"refused by {node.get('_target_')} ({why})")
@@ -132,7 +124,7 @@ def _dry_build(cfg: DictConfig) -> None:
     except Exception as e:
         target = cfg.model.get("_target_")
         raise ConfigError(
-            "model", target, f"cannot be built for inputs shaped {inputs.input_shape} ({reason(e)})"
+            "model", target, f"cannot be built for inputs shaped {inputs.input_shape} ({short_reason(e)})"
         ) from None
     optimizer = _built("optimizer", cfg, lambda: build(cfg.optimizer)(model.parameters()))
     _built("loss", cfg, lambda: build_loss(cfg.loss, cfg.dataset.num_classes, torch.device("cpu")))

@@ -14,3 +14,15 @@ def as_typed(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return "null" if value is None else repr(value)
+
+
+def short_reason(error: BaseException | str, limit: int = 200) -> str:
+    """The root cause on one line, cut at a word boundary (never mid-word)."""
+    if isinstance(error, BaseException):
+        while error.__cause__ is not None:
+            error = error.__cause__
+        text = f"{type(error).__name__}: {error}"
+    else:
+        text = error
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."

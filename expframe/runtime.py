@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from expframe.errors import ConfigError
+from expframe.errors import ConfigError, short_reason
 
 
 def resolve_device(device: DictConfig) -> torch.device:
@@ -55,7 +55,7 @@ def check_precision(precision: DictConfig, device: torch.device) -> None:
         except RuntimeError as e:
             reason = e
     if reason is not None:
-        reason = " ".join(str(reason).split())[:120]
+        reason = short_reason(str(reason), 120)
         raise ConfigError(
             "precision", precision.name, f"{device.type} cannot autocast to {dtype} here ({reason}); use fp32"
         )

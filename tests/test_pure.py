@@ -129,3 +129,11 @@ def test_a_stale_worker_whose_pid_now_belongs_to_another_process_is_dead():
     assert not _alive(key, None)
     assert _alive("worker:elsewhere:1", {"seen": time.time(), "start": 5})
     assert not _alive("worker:elsewhere:1", {"seen": time.time() - 7 * 3600, "start": 5}), "no heartbeat for 7 h"
+
+
+def test_reasons_are_cut_at_a_word_boundary():
+    from expframe.errors import short_reason
+
+    text = "Name or service not known> Traceback follows here"
+    assert short_reason(text, 30) == "Name or service not known> ..."
+    assert short_reason(ValueError("short")) == "ValueError: short"

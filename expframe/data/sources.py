@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from expframe import PROJECT_ROOT
-from expframe.errors import ConfigError
+from expframe.errors import ConfigError, short_reason
 
 # The fixed test split of the embedded sets must not move with the run's seed: every run of a
 # comparison is scored on the same images.
@@ -86,7 +86,7 @@ def _open_torchvision(dataset_class: str, root: str, download: bool) -> tuple[ob
     try:
         return cls(str(where), train=True, download=download), cls(str(where), train=False, download=download)
     except (RuntimeError, OSError) as e:
-        reason = " ".join(str(e).split())[:160]
+        reason = short_reason(str(e), 160)
         raise ConfigError(
             "dataset.root",
             root,

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from expframe.build import build
-from expframe.errors import ConfigError
+from expframe.errors import ConfigError, short_reason
 from expframe.models.init import apply_init, for_activation
 
 ActivationFactory = Callable[[], nn.Module]
@@ -57,7 +57,7 @@ def _check_output(net: nn.Module, target: str, inputs: ModelInputs) -> None:
         with torch.no_grad():
             out = net(torch.zeros(2, *inputs.input_shape))
     except RuntimeError as e:
-        reason = " ".join(str(e).split())[:160]
+        reason = short_reason(str(e), 160)
         raise ConfigError("model", target, f"cannot take inputs shaped {inputs.input_shape} ({reason})") from None
     finally:
         net.train(was_training)
