@@ -24,6 +24,7 @@ from tqdm import tqdm
 from expframe import figures
 from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
+from expframe.early_stopping import EarlyStopping
 from expframe.errors import ConfigError
 from expframe.losses import build_loss
 from expframe.measure import ActivationProbe, PeakMemory, environment, model_state_bytes, process_age_s
@@ -77,6 +78,7 @@ class Fitted:
     samples_per_epoch: int = 0
     first_step_at: float | None = None
     logging_before_s: float = 0.0
+    stopper: EarlyStopping | None = None
     model_state_bytes: int | None = None
     activation_bytes: int | None = None
 
@@ -254,7 +256,11 @@ def fit(run: Run, recorder: Recorder) -> Fitted:
     """The epoch loop. Status ok; diverged; or interrupted by Ctrl-C, the finished epochs kept."""
     batch_order = torch.Generator().manual_seed(run.cfg.seed)
     probe = None if run.cfg.compile else ActivationProbe(run.net)
-    out = Fitted(first_step_at=time.perf_counter(), logging_before_s=recorder.elapsed)
+    out = Fitted(
+        first_step_at=time.perf_counter(),
+        logging_before_s=recorder.elapsed,
+        stopper=EarlyStopping(run.cfg.early_stopping),
+    )
     try:
         for epoch in range(1, run.cfg.epochs + 1):
             order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=batch_order), run.device)]
@@ -273,6 +279,8 @@ def fit(run: Run, recorder: Recorder) -> Fitted:
             out.eval_time_s += computed["eval_time_s"]
             out.history.append(figures.history_row(computed))
             recorder.epoch(out.history, run.net)
+            if out.stopper.epoch(out.history[-1], run.net):
+                break
     except KeyboardInterrupt:
         out.status = "interrupted"
     return out
@@ -349,6 +357,7 @@ def train(
         fitted = fit(run, recorder)
         test_acc, eval_time = None, fitted.eval_time_s
         if fitted.status == "ok":
+            fitted.stopper.restore(run.net)
             start = time.perf_counter()
             test_acc = evaluate(
                 run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.data.num_classes, run.amp
@@ -375,6 +384,8 @@ def train(
             "model_state_bytes": state,
             "activation_bytes": activations,
             "train_mem_bytes": None if state is None or activations is None else state + activations,
+            "stopped_epoch": fitted.stopper.stopped_epoch,
+            "best_epoch": fitted.stopper.best_epoch,
         }
         saved = cfg.checkpoint.save_model and fitted.status == "ok"
         breakdown = {

@@ -216,7 +216,9 @@ FIGURES: tuple[Figure, ...] = (
         hparam=True,
         objective=True,
     ),
-    Figure("epochs_run", "epochs run", summary="run", fmt="d"),
+    Figure("epochs_run", "epochs run", higher_is_better=False, summary="run", hparam=True, report=True, fmt="d"),
+    Figure("best_epoch", "best epoch of early_stopping.monitor", summary="run", hparam=True, fmt="d"),
+    Figure("stopped_epoch", "epoch early stopping ended the run", summary="run", hparam=True, fmt="d"),
     Figure(
         "train_time_s",
         "training time",
@@ -353,6 +355,8 @@ def summary_line(metrics: dict) -> str:
     """`ok: val_acc=0.8875 test_acc=0.8540 epoch=0.023s ...`: the figures declared with a `line`."""
     parts = [f"{f.line}={format_value(f, metrics.get(f.name))}" for f in FIGURES if f.line]
     line = f"{metrics['status']}: " + " ".join(parts)
+    if metrics.get("stopped_epoch"):
+        line += f" stopped early at epoch {metrics['stopped_epoch']} (best {metrics['best_epoch']})"
     spent = metrics.get("time_breakdown") or {}
     if spent:
         names = {"process_startup_s": "start-up", "job_setup_s": "set-up", "training_steps_s": "steps"}

@@ -148,12 +148,13 @@ def runs_table(runs: list[dict]):
     import pandas as pd
 
     summary = figures.names(figures.in_summary())
-    rows, config_keys, choices = [], {}, set()
+    rows, configs, config_keys, choices = [], [], {}, set()
     for m in runs:
         config = run_config(m)
+        configs.append(config)
         config_keys.update(dict.fromkeys(config))
         choices.update(m.get("choices") or {})
-        row = {**config, "status": m.get("status"), **{k: m.get(k) for k in summary}, "run_dir": m["run_dir"]}
+        row = {"status": m.get("status"), **{k: m.get(k) for k in summary}, "run_dir": m["run_dir"]}
         row["contended"] = bool(m.get("timing_contended"))
         job = Path(m["run_dir"]).name.split("_", 1)[0]
         row["job"] = int(job) if job.isdigit() else None
@@ -161,9 +162,29 @@ def runs_table(runs: list[dict]):
     df = pd.DataFrame(rows)
     for key in summary:
         df[key] = pd.to_numeric(df[key], errors="coerce")
+    # config values as the text an override would use, built from the runs' own values: pandas would
+    # turn [None, 3] into floats with a NaN that some versions then drop from "what varies"
+    config_columns = pd.DataFrame(
+        {k: [as_text(c.get(k, ABSENT)) for c in configs] for k in config_keys}, index=df.index
+    )
+    df = pd.concat([config_columns, df], axis=1)
     df.attrs["config_keys"] = list(config_keys)
     df.attrs["choices"] = sorted(choices)
     return df
+
+
+ABSENT = object()
+
+
+def as_text(value: object) -> str:
+    """`null`, `true`, `0.01`, `adam`; `–` for a key this run's config does not have."""
+    if value is ABSENT:
+        return "–"
+    if value is None or (isinstance(value, float) and value != value):
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _determined_by(df, group: str, key: str) -> bool:
@@ -203,7 +224,7 @@ def optuna_best(paths: list[Path], df) -> list[str]:
             for key, value in solution["params"].items():
                 if key in match.columns:
                     match = match[match[key].astype(str) == str(value)]
-            trials = sorted({int(t) for t in match.get("trial", []) if t == t})
+            trials = sorted({int(t) for t in match.get("trial", []) if str(t).isdigit()})
             where = f"trial {', '.join(map(str, trials))}" if trials else "a trial outside these folders"
             params = ", ".join(f"{k}={v}" for k, v in solution["params"].items())
             values = ", ".join(f"{v:.4g}" for v in solution["values"])

@@ -65,6 +65,9 @@ RULES = (
     ),
     Rule("loss.label_smoothing", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
     Rule("checkpoint.save_model", bool, lambda v: True, "true or false"),
+    Rule("early_stopping.patience", int, lambda v: v >= 1, "an integer >= 1 (epochs), or null for off", optional=True),
+    Rule("early_stopping.min_delta", float, lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    Rule("early_stopping.restore_best", bool, lambda v: True, "true or false"),
     Rule("precision.grad_scaler", bool, lambda v: True, "true or false"),
     Rule("logging.tensorboard", bool, lambda v: True, "true or false"),
     Rule("logging.graph", bool, lambda v: True, "true or false"),
@@ -108,6 +111,11 @@ def check_rules(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "model.batchnorm", default=False) and cfg.batch_size < 2:
         raise ConfigError(
             "batch_size", cfg.batch_size, "must be >= 2 with model.batchnorm=true (BatchNorm needs 2 samples)"
+        )
+    monitored = [f.name for f in figures.per_epoch() if f.higher_is_better is not None]
+    if cfg.early_stopping.monitor not in monitored:
+        raise ConfigError(
+            "early_stopping.monitor", cfg.early_stopping.monitor, f"must be one of {', '.join(monitored)}"
         )
     objectives = cfg.objective if isinstance(cfg.objective, ListConfig) else [cfg.objective]
     allowed = figures.objectives()
