@@ -130,7 +130,7 @@ def test_readme_optuna_trials_command_reads_the_study(tmp_path):
 
 
 AXIS_JOBS = {
-    "axis1_baseline": 3,
+    "axis1_baseline": 1,
     "axis2_activations": 3,
     "axis3_optimizers": 4,
     "axis4_dropout": 4,
