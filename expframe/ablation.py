@@ -228,7 +228,8 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
     markdown = (
         f"Against the baseline ({line.split(': ', 1)[1]}): Δ = configuration − baseline with its 95% interval, "
         "paired by seed (P) or Welch's (W) when the seeds differ; verdicts at 5% after Holm's adjustment over "
-        "each figure's comparisons.\n\n" + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+        "each figure's comparisons (the intervals themselves are not adjusted).\n\n"
+        + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
     )
     left_out = {f: sum(r.left_out for r in results[f]) for f in shown}
     if any(left_out.values()):

@@ -252,6 +252,8 @@ def grouped(df, by: list[str], metrics: list[str]):
 def decimals(values) -> int:
     """One format per column: enough decimals for 3 significant digits of its largest value."""
     finite = [abs(v) for v in values if v == v and v not in (float("inf"), float("-inf"))]
+    if finite and all(float(v).is_integer() for v in finite):
+        return 0
     largest = max(finite, default=0.0)
     return 0 if largest == 0 else max(0, 2 - math.floor(math.log10(largest)))
 

@@ -198,6 +198,7 @@ def test_one_number_format_per_column():
 
     assert decimals([0.87, 0.92]) == 3 and decimals([0.0224, 0.0302]) == 4
     assert decimals([154455.0, 12.0]) == 0 and decimals([7.8, 12.0]) == 1 and decimals([float("nan")]) == 0
+    assert decimals([5.0, 30.0]) == 0, "counts stay integers"
 
 
 def test_contended_runs_are_marked_in_the_tables(tmp_path):
