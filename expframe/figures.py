@@ -273,6 +273,7 @@ FIGURES: tuple[Figure, ...] = (
         higher_is_better=False,
         summary="derived",
         derive=_peak_mem_mb,
+        hparam=True,
         objective=True,
         report=True,
         line="peak_mem",
