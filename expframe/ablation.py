@@ -175,16 +175,20 @@ def main_effects(ok, keys: list[str], figure: str) -> list[str]:
 DEFAULT_FIGURES = ("test_acc", "val_acc", "epoch_time_s", "peak_mem_mb")
 
 
-def find_baseline(ok, keys: list[str], wanted: dict[str, str]) -> tuple[tuple | None, str]:
-    """The one configuration whose keys hold `wanted`'s values, and a line that names it or says
-    why there is none."""
-    configs = list(dict.fromkeys(zip(*(ok[k].astype(str) for k in keys), strict=True))) if keys else []
-    matches = [c for c in configs if all(str(wanted.get(k)) == v for k, v in zip(keys, c, strict=True) if k in wanted)]
-    missing = [k for k in keys if k not in wanted]
+def find_baseline(ok, keys: list[str], wanted: dict[str, object]) -> tuple[tuple | None, str]:
+    """The one configuration whose keys hold `wanted`'s values (an Optuna trial number is not part
+    of what is compared), and a line that names it or says why there is none."""
+    from expframe.report import as_text
+
+    compared = [k for k in keys if k != "trial"]
+    missing = [k for k in compared if k not in wanted]
     if missing:
         return None, f"no baseline: {', '.join(missing)} has no default value to compare with; use --baseline"
+    configs = list(dict.fromkeys(zip(*(ok[k] for k in keys), strict=True))) if keys else []
+    target = {k: as_text(wanted[k]) for k in compared}
+    matches = [c for c in configs if all(target[k] == v for k, v in zip(keys, c, strict=True) if k in target)]
     if len(matches) != 1:
-        named = ", ".join(f"{k}={wanted[k]}" for k in keys)
+        named = ", ".join(f"{k}={v}" for k, v in target.items())
         return (
             None,
             f"no baseline: {'no' if not matches else len(matches)} configuration(s) with {named}; use --baseline",
