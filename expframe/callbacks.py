@@ -9,6 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from expframe.checkpoint import check_resumable
 from expframe.data.sources import check_available
 from expframe.errors import ConfigError
 from expframe.sweeps import check_sweep_values, log_status_counts
@@ -42,6 +43,8 @@ def check_config(cfg: DictConfig, sweep: bool = False) -> None:
             key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
             check_writable(key, OmegaConf.select(cfg, key))
         validate(cfg)
+        if cfg.get("resume"):
+            check_resumable(cfg)
         if sweep:
             check_sweep_values(cfg)
         check_available(cfg.dataset.source)

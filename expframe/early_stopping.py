@@ -41,6 +41,19 @@ class EarlyStopping:
             return True
         return False
 
+    def state(self) -> dict:
+        """For a checkpoint: tensors and primitives only."""
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "stopped_epoch": self.stopped_epoch,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.best_state, self.stopped_epoch = state["best_state"], state["stopped_epoch"]
+
     def restore(self, model: nn.Module) -> None:
         """Back to the best epoch's weights, when the run stopped or ended after it."""
         if self.best_state is not None:

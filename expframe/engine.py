@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from expframe import figures
+from expframe import checkpoint, figures
 from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
 from expframe.early_stopping import EarlyStopping
@@ -63,6 +63,9 @@ class Run:
     init_hash: str
     clock: StepClock
     threads: int
+    scaler: torch.amp.GradScaler
+    batch_order: torch.Generator
+    out_dir: Path
 
 
 @dataclass
@@ -123,7 +126,7 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     return factory(params)
 
 
-def setup(cfg: DictConfig, device: torch.device, threads: int) -> Run:
+def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path) -> Run:
     """The peak-memory window opens before the data load: the data are part of what a run costs."""
     memory = PeakMemory(device)
     memory.reset()
@@ -178,6 +181,9 @@ def setup(cfg: DictConfig, device: torch.device, threads: int) -> Run:
         init_hash=init_hash,
         clock=StepClock(device),
         threads=threads,
+        scaler=scaler,
+        batch_order=torch.Generator().manual_seed(cfg.seed),
+        out_dir=out_dir,
     )
 
 
@@ -252,26 +258,31 @@ def one_epoch(run: Run, epoch: int, order: torch.Tensor, probe: ActivationProbe 
     }
 
 
-def fit(run: Run, recorder: Recorder) -> Fitted:
-    """The epoch loop. Status ok; diverged; or interrupted by Ctrl-C, the finished epochs kept."""
-    batch_order = torch.Generator().manual_seed(run.cfg.seed)
+def fit(run: Run, recorder: Recorder, resumed: dict | None = None) -> Fitted:
+    """The epoch loop, from the epoch after `resumed`'s (a checkpoint) when there is one. Status ok;
+    diverged; or interrupted by Ctrl-C, the finished epochs kept."""
     probe = None if run.cfg.compile else ActivationProbe(run.net)
     out = Fitted(
         first_step_at=time.perf_counter(),
         logging_before_s=recorder.elapsed,
         stopper=EarlyStopping(run.cfg.early_stopping),
     )
+    first = 1
+    if resumed is not None:
+        first = resumed["epoch"] + 1
+        out.history = list(resumed["history"])
+        out.stopper.load_state(resumed["early_stopping"])
     try:
-        for epoch in range(1, run.cfg.epochs + 1):
-            order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=batch_order), run.device)]
-            computed = one_epoch(run, epoch, order, probe if epoch == 1 else None)
+        for epoch in range(first, run.cfg.epochs + 1):
+            order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=run.batch_order), run.device)]
+            computed = one_epoch(run, epoch, order, probe if epoch == first else None)
             if computed is None:
                 out.status = "diverged"
                 break
-            if epoch == 1:
+            if epoch == first:
                 out.model_state_bytes = model_state_bytes(run.net, run.optimizer)
                 out.activation_bytes = None if probe is None else probe.bytes
-            if epoch == 2:  # the first epoch counts alone only when it is the only one
+            if epoch == first + 1:  # a process's first epoch counts alone only when it is the only one
                 out.steady_step_ms, out.steady_windows = [], []
             out.steady_step_ms += computed["step_ms"]
             out.steady_windows.append(computed["window"])
@@ -279,11 +290,42 @@ def fit(run: Run, recorder: Recorder) -> Fitted:
             out.eval_time_s += computed["eval_time_s"]
             out.history.append(figures.history_row(computed))
             recorder.epoch(out.history, run.net)
-            if out.stopper.epoch(out.history[-1], run.net):
+            stop = out.stopper.epoch(out.history[-1], run.net)
+            if run.cfg.checkpoint.every and epoch % run.cfg.checkpoint.every == 0:
+                save_checkpoint(run, epoch, out)
+            if stop:
                 break
     except KeyboardInterrupt:
         out.status = "interrupted"
     return out
+
+
+def save_checkpoint(run: Run, epoch: int, fitted: Fitted) -> None:
+    checkpoint.save(
+        run.out_dir / checkpoint.CHECKPOINT_FILE,
+        {
+            "epoch": epoch,
+            "model": run.net.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "history": fitted.history,
+            "early_stopping": fitted.stopper.state(),
+            "rng": checkpoint.rng_state(run.batch_order),
+            "config": OmegaConf.to_container(run.cfg, resolve=True),
+        },
+    )
+
+
+def restore(run: Run, state: dict) -> None:
+    """A checkpoint's weights, optimizer, scheduler, scaler and random streams, after setup built
+    everything fresh (so the initial weights' hash is the original run's)."""
+    run.net.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    checkpoint.restore_rng(state["rng"], run.batch_order)
 
 
 _jobs_in_process = 0
@@ -351,10 +393,13 @@ def train(
     first_job = _jobs_in_process == 1
     device = validate(cfg)
     threads, threads_from = apply_threads(cfg.device.threads, launcher_threads)
-    run = setup(cfg, device, threads)
+    resumed = checkpoint.check_resumable(cfg) if cfg.get("resume") else None
+    run = setup(cfg, device, threads, out_dir)
+    if resumed is not None:
+        restore(run, resumed)
     out_dir.mkdir(parents=True, exist_ok=True)
     with Recorder(cfg.logging, cfg, out_dir, run.net, run.val_x[:2], swept or {}) as recorder:
-        fitted = fit(run, recorder)
+        fitted = fit(run, recorder, resumed)
         test_acc, eval_time = None, fitted.eval_time_s
         if fitted.status == "ok":
             fitted.stopper.restore(run.net)

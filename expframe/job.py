@@ -70,7 +70,7 @@ def threads_per_job(hydra_cfg: DictConfig) -> int | None:
 
 def run(cfg: DictConfig) -> float | list[float]:
     hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
+    out_dir = Path(cfg.resume) if cfg.get("resume") else Path(hydra_cfg.runtime.output_dir)
     swept = swept_values(cfg, list(hydra_cfg.overrides.task))
     choices = group_choices(hydra_cfg)
     threads = torch.get_num_threads()

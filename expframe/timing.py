@@ -118,7 +118,9 @@ def speed_summary(
     their wall times, kept so nothing measured is hidden. Contention over the same epochs: the
     worst epoch where /proc/stat resolves one, else all steady epochs together."""
     steady = epoch_times[1:] or epoch_times
-    steps_per_epoch = len(steady_step_ms) / len(steady) if steady else 0
+    # the epochs the steps come from: a resumed run's steps are its own session's only
+    epochs_timed = len(steady_windows) or len(steady)
+    steps_per_epoch = len(steady_step_ms) / epochs_timed if epochs_timed else 0
     stats = step_stats(steady_step_ms)
     epoch_time = steps_per_epoch * stats["step_time_ms_p50"] / 1000 if stats["step_time_ms_p50"] else None
     per_epoch = [share([w], threads) for w in steady_windows]

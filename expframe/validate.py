@@ -65,6 +65,7 @@ RULES = (
     ),
     Rule("loss.label_smoothing", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
     Rule("checkpoint.save_model", bool, lambda v: True, "true or false"),
+    Rule("checkpoint.every", int, lambda v: v >= 0, "an integer >= 0 (epochs between checkpoints; 0 = off)"),
     Rule("early_stopping.patience", int, lambda v: v >= 1, "an integer >= 1 (epochs), or null for off", optional=True),
     Rule("early_stopping.min_delta", float, lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     Rule("early_stopping.restore_best", bool, lambda v: True, "true or false"),

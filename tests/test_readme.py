@@ -72,6 +72,10 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
     args = shlex.split(command)[1:]
+    if any(a.startswith("resume=") for a in args):  # the README's run folder is an example: make one
+        first = [a for a in args if not a.startswith("resume=")]
+        assert run_cli(*shrink(first, tmp_path, tiny_mnist_root)).returncode == 0
+        args = [f"resume={tmp_path / 'run'}" if a.startswith("resume=") else a for a in args]
     out = run_cli(*shrink(args, tmp_path, tiny_mnist_root))
     assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
     if "--help" in args:
