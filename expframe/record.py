@@ -16,7 +16,39 @@ from torch import nn
 
 from expframe import figures
 from expframe.measure import environment
+from expframe.models import initialised_layers
 from expframe.outputs import write_csv
+
+# TensorBoard's Custom Scalars tab: train and validation on one chart, as the practical's
+# add_scalars('Loss/...', {'Train': ..., 'Val': ...}) does
+CUSTOM_LAYOUT = {
+    "train vs validation": {
+        "loss": ["Multiline", ["loss/train", "loss/val"]],
+        "accuracy": ["Multiline", ["acc/train", "acc/val"]],
+    }
+}
+
+
+def readable_names(model: nn.Module) -> dict[str, str]:
+    """Parameter names a student can read: `hidden1.weight`, `hidden1_norm.bias`, `output.weight`
+    instead of nn.Sequential positions (`1.weight`, `3.bias`)."""
+    layers = initialised_layers(model)
+    if not layers:
+        return {}
+    modules = {id(m): name for name, m in model.named_modules()}
+    labels = {modules[id(layer)]: f"hidden{i}" for i, layer in enumerate(layers[:-1], 1)}
+    labels[modules[id(layers[-1])]] = "output"
+    names: dict[str, str] = {}
+    current = ""
+    for module_name, module in model.named_modules():
+        own = [p for p, _ in module.named_parameters(recurse=False)]
+        if not own:
+            continue
+        current = labels.get(module_name, current)
+        label = current if module_name in labels else f"{current}_{type(module).__name__.lower()}"
+        for param in own:
+            names[f"{module_name}.{param}" if module_name else param] = f"{label}.{param}"
+    return names
 
 
 class Recorder:
@@ -45,6 +77,8 @@ class Recorder:
             self.writer.add_text("env", f"```json\n{json.dumps(environment(sample.device), indent=2)}\n```")
             if logging.graph:
                 _add_graph(self.writer, model, sample)
+            self.writer.add_custom_scalars(CUSTOM_LAYOUT)
+            self.layer_names = readable_names(model)
             self.elapsed += time.perf_counter() - start
 
     def __enter__(self) -> "Recorder":
@@ -65,9 +99,10 @@ class Recorder:
                     w.add_scalar(f.tag, row[f.name], step)
             if self.histogram_every and step % self.histogram_every == 0:
                 for name, param in model.named_parameters():
-                    w.add_histogram(f"weights/{name}", param.detach(), step)
+                    label = self.layer_names.get(name, name)
+                    w.add_histogram(f"weights/{label}", param.detach(), step)
                     if param.grad is not None:
-                        w.add_histogram(f"grads/{name}", param.grad, step)
+                        w.add_histogram(f"grads/{label}", param.grad, step)
         self.elapsed += time.perf_counter() - start
 
     def finish(self, metrics: dict) -> None:

@@ -126,7 +126,13 @@ def test_tensorboard_scalars_match_metrics(tmp_path):
         assert tag in tags["scalars"], tag
     val = events.Scalars("acc/val")
     assert [e.step for e in val] == [1, 2] and val[-1].value == pytest.approx(m["val_acc"])
-    assert "grads/1.weight" in tags["histograms"] and "weights/3.bias" in tags["histograms"]
+    assert "grads/hidden1.weight" in tags["histograms"] and "weights/output.bias" in tags["histograms"]
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.util import tensor_util
+
+    stored = tensor_util.make_ndarray(events.Tensors("custom_scalars__config__")[0].tensor_proto).item()
+    charts = layout_pb2.Layout.FromString(stored).category[0].chart  # train vs validation on one chart
+    assert [list(c.multiline.tag) for c in charts] == [["loss/train", "loss/val"], ["acc/train", "acc/val"]]
     assert tags["graph"]
 
 
