@@ -380,12 +380,14 @@ def train(
     swept: dict | None = None,
     launcher_threads: int | None = None,
     choices: dict | None = None,
+    hparam_keys: list[str] | None = None,
 ) -> TrainedRun:
     """Writes metrics.json, history.csv, model.pt and TensorBoard events into out_dir.
 
     `swept`: the keys this run's sweep varies, recorded for the report and TensorBoard's HParams.
     `launcher_threads`: the launcher's share of the cores, used when `device.threads` is unset.
     `choices`: the option picked in each config group (`optimizer: adam`), recorded for the report.
+    `hparam_keys`: the keys the sweep varies, the only ones HParams shows (None: every swept key).
     """
     global _jobs_in_process
     started = time.perf_counter()
@@ -398,7 +400,8 @@ def train(
     if resumed is not None:
         restore(run, resumed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with Recorder(cfg.logging, cfg, out_dir, run.net, run.val_x[:2], swept or {}) as recorder:
+    shown = {k: v for k, v in (swept or {}).items() if hparam_keys is None or k in hparam_keys}
+    with Recorder(cfg.logging, cfg, out_dir, run.net, run.val_x[:2], shown) as recorder:
         fitted = fit(run, recorder, resumed)
         test_acc, eval_time = None, fitted.eval_time_s
         if fitted.status == "ok":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -33,6 +34,25 @@ def swept_values(cfg: DictConfig, overrides: list[str]) -> dict[str, object]:
         value = OmegaConf.select(cfg, key, default=text)
         swept[key] = value if isinstance(value, int | float | str | bool) or value is None else text
     return swept
+
+
+def sweep_keys(hydra_cfg: DictConfig) -> list[str] | None:
+    """The keys a multirun varies, for TensorBoard's HParams columns: its command line's sweeps
+    (`key=a,b`, ranges), its sweeper's params (presets, Optuna's search space) and, for Optuna, the
+    trial number. None for a single run, or when nothing says what varies (every typed key shows)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    keys = {str(k) for k in (hydra_cfg.sweeper.get("params") or {})}
+    try:
+        typed = list(OmegaConf.load(Path(hydra_cfg.sweep.dir) / "multirun.yaml").hydra.overrides.task)
+    except (OSError, AttributeError):  # a sweeper that writes none (Optuna's): its params say it
+        typed = []
+    for override in OverridesParser.create().parse_overrides(typed):
+        if override.is_sweep_override():
+            keys.add(override.get_key_element().lstrip("+~"))
+    if "Optuna" in str(hydra_cfg.sweeper.get("_target_", "")):
+        keys.add("trial")
+    return sorted(keys) or None
 
 
 def group_choices(hydra_cfg: DictConfig) -> dict[str, str | None]:
@@ -75,7 +95,7 @@ def run(cfg: DictConfig) -> float | list[float]:
     choices = group_choices(hydra_cfg)
     threads = torch.get_num_threads()
     try:
-        metrics = train(cfg, out_dir, swept, threads_per_job(hydra_cfg), choices).metrics
+        metrics = train(cfg, out_dir, swept, threads_per_job(hydra_cfg), choices, sweep_keys(hydra_cfg)).metrics
     except KeyboardInterrupt as e:
         metrics = failure_record(e, cfg, swept, choices, status="interrupted")
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ def test_tensorboard_events_of_a_sweep_job(grid_sweep):
     assert hparams["optimizer"].string_value == metrics["swept"]["optimizer"]
     assert hparams["activation"].string_value == metrics["swept"]["activation"]
     assert hparams["status"].string_value == "ok"
+    assert {"optimizer", "activation", "seed"} <= set(hparams) and "epochs" not in hparams, "only what varies"
 
 
 def synthetic_runs(root, n, statuses=("ok",), with_partial=False):
