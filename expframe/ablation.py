@@ -274,7 +274,11 @@ def best_table_tex(ok, keys: list[str], shown: list[str]) -> str:
     columns: dict[str, dict[tuple, str]] = {}
     configs: list[tuple] = []
     for f in shown:
-        means = {r.config: r.mean for r in deltas(ok, keys, f, baseline=())}
+        means = {
+            (c if isinstance(c, tuple) else (c,)): runs[f].mean()
+            for c, runs in ok.groupby([ok[k] for k in keys], sort=False)
+        }
+        means = {c: None if m != m else float(m) for c, m in means.items()}
         configs = configs or list(means)
         ranked = [c for c in means if means[c] is not None]
         if not ranked:

@@ -97,13 +97,9 @@ def run(cfg: DictConfig) -> float | list[float]:
     try:
         metrics = train(cfg, out_dir, swept, threads_per_job(hydra_cfg), choices, sweep_keys(hydra_cfg)).metrics
     except KeyboardInterrupt as e:
-        metrics = failure_record(e, cfg, swept, choices, status="interrupted")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "metrics.json", metrics)
+        metrics = record_failure(out_dir, failure_record(e, cfg, swept, choices, status="interrupted"))
     except Exception as e:
-        metrics = failure_record(e, cfg, swept, choices)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "metrics.json", metrics)
+        metrics = record_failure(out_dir, failure_record(e, cfg, swept, choices))
         if hydra_cfg.mode == RunMode.RUN:
             if isinstance(e, ConfigError):  # found only once the data are loaded: still a user error
                 sys.exit(f"error: {e}")
@@ -121,6 +117,12 @@ def run(cfg: DictConfig) -> float | list[float]:
         stop_interrupted(metrics, out_dir, hydra_cfg, cfg.report.auto)
     log.info("%s -> %s", figures.summary_line(metrics), out_dir)
     return objective(metrics, cfg.objective)
+
+
+def record_failure(out_dir: Path, metrics: dict) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
 
 
 def stop_interrupted(metrics: dict, out_dir: Path, hydra_cfg: DictConfig, auto_report: bool) -> None:

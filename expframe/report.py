@@ -382,12 +382,14 @@ def write_forest(results: dict, keys: list[str], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(
         1, len(results), figsize=(4.2 * len(results), 0.45 * len(next(iter(results.values()))) + 1.6)
     )
-    for ax, (figure, rows) in zip(np_atleast(axes), results.items(), strict=True):
+    panels = list(np.atleast_1d(axes))
+    for ax, (figure, rows) in zip(panels, results.items(), strict=True):
         tested = [r for r in rows if r.delta is not None]
         labels = [", ".join(f"{k}={v}" for k, v in zip(keys, r.config, strict=True)) for r in tested]
         ys = range(len(tested))
@@ -399,18 +401,12 @@ def write_forest(results: dict, keys: list[str], path: Path) -> Path:
             capsize=3,
         )
         ax.axvline(0, color="k", lw=1)
-        ax.set_yticks(list(ys), labels if ax is np_atleast(axes)[0] else [""] * len(tested), fontsize=8)
+        ax.set_yticks(list(ys), labels if ax is panels[0] else [""] * len(tested), fontsize=8)
         ax.set_title(f"Δ {axis_label(figure)}", fontsize=9)
         ax.invert_yaxis()
     fig.suptitle("each configuration minus the baseline, 95% interval")
     fig.tight_layout()
     return _save(fig, path, plt)
-
-
-def np_atleast(axes) -> list:
-    import numpy as np
-
-    return list(np.atleast_1d(axes))
 
 
 def _loss_curves(data) -> list[dict]:
