@@ -21,6 +21,11 @@ from expframe.outputs import write_csv
 
 # TensorBoard's Custom Scalars tab: train and validation on one chart, as the practical's
 # add_scalars('Loss/...', {'Train': ..., 'Val': ...}) does
+# Whole-run figures are scalars only because HParams reads its metric values from scalars; their group
+# sorts after every per-epoch group (acc, cpu, loss, lr, memory, throughput, time) so the Scalars
+# page opens on curves, not on one-point charts
+RUN_END_GROUP = "whole_run"
+
 CUSTOM_LAYOUT = {
     "train vs validation": {
         "loss": ["Multiline", ["loss/train", "loss/val"]],
@@ -112,12 +117,10 @@ class Recorder:
         from torch.utils.tensorboard.summary import hparams
 
         final = {
-            f"final/{f.name}": float(metrics[f.name])
+            f"{RUN_END_GROUP}/{f.name}": float(metrics[f.name])
             for f in figures.FIGURES
             if f.hparam and metrics.get(f.name) is not None
         }
-        if metrics.get("test_acc") is not None:
-            self.writer.add_scalar("acc/test", metrics["test_acc"], metrics["epochs_run"])
         params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in self.swept.items()}
         params["status"] = metrics["status"]
         params["timing_contended"] = bool(metrics.get("timing_contended"))

@@ -49,10 +49,10 @@ def test_a_figure_declared_once_is_recorded_everywhere(with_gap, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["loss_gap"] == pytest.approx(gaps[-1])
     events = EventAccumulator(str(run_dir)).Reload()
     assert [e.value for e in events.Scalars("loss/gap")] == pytest.approx(gaps)
-    assert events.Scalars("final/loss_gap")[-1].value == pytest.approx(gaps[-1])
+    assert events.Scalars("whole_run/loss_gap")[-1].value == pytest.approx(gaps[-1])
     start = events.PluginTagToContent("hparams")["_hparams_/experiment"]
     declared = plugin_data_pb2.HParamsPluginData.FromString(start).experiment.metric_infos
-    assert "final/loss_gap" in {info.name.tag for info in declared}
+    assert "whole_run/loss_gap" in {info.name.tag for info in declared}
     assert f"gap={gaps[-1]:.4f}" in figures.summary_line(m)
     table = report([run_dir], tmp_path / "out", plots=False)
     assert "loss_gap" in table.splitlines()[0]

@@ -254,7 +254,7 @@ def test_readme_tensorboard_command_serves_the_runs(command, grid_sweep, tmp_pat
                     k: metrics["swept"][k] for k in ("optimizer", "activation")
                 }
                 values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-                assert values["final/val_acc"] == pytest.approx(metrics["val_acc"])
+                assert values["whole_run/val_acc"] == pytest.approx(metrics["val_acc"])
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -55,7 +55,7 @@ def test_tensorboard_events_of_a_sweep_job(grid_sweep):
     metrics = json.loads((job / "metrics.json").read_text())
     events = EventAccumulator(str(job)).Reload()
     assert events.Scalars("acc/val")[-1].value == pytest.approx(metrics["val_acc"])
-    assert events.Scalars("final/val_acc")[-1].value == pytest.approx(metrics["val_acc"])
+    assert events.Scalars("whole_run/val_acc")[-1].value == pytest.approx(metrics["val_acc"])
     start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
     assert hparams["optimizer"].string_value == metrics["swept"]["optimizer"]

@@ -121,9 +121,11 @@ def test_tensorboard_scalars_match_metrics(tmp_path):
         "throughput/samples_per_s",
         "memory/peak_rss_mb",
         "lr",
-        "acc/test",
+        "whole_run/test_acc",
     ):
         assert tag in tags["scalars"], tag
+    groups = sorted({tag.split("/")[0] for tag in tags["scalars"]})
+    assert groups[-1] == "whole_run" and "acc/test" not in tags["scalars"], "curves open first, no repeats"
     val = events.Scalars("acc/val")
     assert [e.step for e in val] == [1, 2] and val[-1].value == pytest.approx(m["val_acc"])
     assert "grads/hidden1.weight" in tags["histograms"] and "weights/output.bias" in tags["histograms"]
