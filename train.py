@@ -5,11 +5,14 @@ from omegaconf import DictConfig
 
 from expframe import EXECUTION_WHITELIST
 from expframe.cli import run_cli
-from expframe.job import run
 
 
 @hydra.main(config_path="conf", config_name="train", execution_whitelist=EXECUTION_WHITELIST)
 def main(cfg: DictConfig) -> float | list[float]:
+    """torch and the job's modules are imported here, once Hydra has parsed the command line, so
+    `--help` is quick and what `run_cli` starts (CodeCarbon's hardware detection) overlaps them."""
+    from expframe.job import run
+
     return run(cfg)
 
 

@@ -25,6 +25,7 @@ from expframe import checkpoint, figures
 from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
 from expframe.early_stopping import EarlyStopping
+from expframe.energy import EnergyMeter
 from expframe.errors import ConfigError
 from expframe.losses import build_loss
 from expframe.measure import ActivationProbe, PeakMemory, environment, model_state_bytes, process_age_s
@@ -215,27 +216,32 @@ def train_epoch(
     return logits, run.data.train_y[order[:n]]
 
 
-def one_epoch(run: Run, epoch: int, order: torch.Tensor, probe: ActivationProbe | None) -> dict | None:
-    """Train (the clock covers the steps only), then score. None when the training loss is not finite."""
+def one_epoch(
+    run: Run, epoch: int, order: torch.Tensor, probe: ActivationProbe | None, meter: EnergyMeter
+) -> dict | None:
+    """Train (the clock covers the steps only, the energy meter starts and stops outside it), then
+    score. None when the training loss is not finite."""
     device, steps = run.device, math.ceil(len(order) / run.cfg.batch_size)
     window = CpuWindow()
     with tqdm(total=steps, desc=f"epoch {epoch}/{run.cfg.epochs}", leave=False, disable=not sys.stdout.isatty()) as bar:
         lr = run.optimizer.param_groups[0]["lr"]
-        synchronize(device)
-        window.start()
-        start = time.perf_counter()
-        logits, targets = train_epoch(run, order, bar, probe)
-        synchronize(device)
-        epoch_time = time.perf_counter() - start
-        cpu = window.stop()
+        with meter.phase(f"train_epoch_{epoch}"):
+            synchronize(device)
+            window.start()
+            start = time.perf_counter()
+            logits, targets = train_epoch(run, order, bar, probe)
+            synchronize(device)
+            epoch_time = time.perf_counter() - start
+            cpu = window.stop()
     train_loss = run.loss_fn(logits, targets).item()
     if not math.isfinite(train_loss):
         log.warning("epoch %d: training loss is %s; stopping (status diverged)", epoch, train_loss)
         return None
     train_acc = accuracy(logits.argmax(1), targets, run.data.num_classes)
-    start = time.perf_counter()
-    val_loss, val_acc = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.data.num_classes, run.amp)
-    eval_time = time.perf_counter() - start
+    with meter.phase(f"val_epoch_{epoch}"):
+        start = time.perf_counter()
+        val_loss, val_acc = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.data.num_classes, run.amp)
+        eval_time = time.perf_counter() - start
     if run.scheduler is not None:
         run.scheduler.step()
     step_ms = run.clock.step_ms()
@@ -251,6 +257,8 @@ def one_epoch(run: Run, epoch: int, order: torch.Tensor, probe: ActivationProbe 
         **step_stats(step_ms),
         **share([cpu], run.threads),
         **run.memory.read(),
+        "epoch_energy_kwh": meter.energy(f"train_epoch_{epoch}"),
+        "epoch_eval_energy_kwh": meter.energy(f"val_epoch_{epoch}"),
         "eval_time_s": eval_time,
         "step_ms": step_ms,
         "window": cpu,
@@ -258,7 +266,7 @@ def one_epoch(run: Run, epoch: int, order: torch.Tensor, probe: ActivationProbe 
     }
 
 
-def fit(run: Run, recorder: Recorder, resumed: dict | None = None) -> Fitted:
+def fit(run: Run, recorder: Recorder, meter: EnergyMeter, resumed: dict | None = None) -> Fitted:
     """The epoch loop, from the epoch after `resumed`'s (a checkpoint) when there is one. Status ok;
     diverged; or interrupted by Ctrl-C, the finished epochs kept."""
     probe = None if run.cfg.compile else ActivationProbe(run.net)
@@ -275,7 +283,7 @@ def fit(run: Run, recorder: Recorder, resumed: dict | None = None) -> Fitted:
     try:
         for epoch in range(first, run.cfg.epochs + 1):
             order = run.train_idx[to_device(torch.randperm(len(run.train_idx), generator=run.batch_order), run.device)]
-            computed = one_epoch(run, epoch, order, probe if epoch == first else None)
+            computed = one_epoch(run, epoch, order, probe if epoch == first else None, meter)
             if computed is None:
                 out.status = "diverged"
                 break
@@ -328,6 +336,17 @@ def restore(run: Run, state: dict) -> None:
     checkpoint.restore_rng(state["rng"], run.batch_order)
 
 
+def eval_energy(history: list[dict], test_kwh: float | None) -> float | None:
+    """Every epoch's validation and the test evaluation; null unless each of them was measured."""
+    parts = [row["epoch_eval_energy_kwh"] for row in history] + [test_kwh]
+    return None if not history or any(p is None for p in parts) else sum(parts)
+
+
+def majority_rate(labels: torch.Tensor) -> float:
+    """The accuracy of always answering the most frequent class: chance for this test set."""
+    return (torch.bincount(labels).max() / len(labels)).item()
+
+
 _jobs_in_process = 0
 
 
@@ -351,7 +370,7 @@ def close_breakdown(buckets: dict, job_start: float, logging_s: float) -> dict:
 def run_record(status: str, summary: dict, error: str | None = None, **about: object) -> dict:
     """metrics.json: one schema for every run, finished or failed (what is unknown is null)."""
     keys = ("timing_contended", "peak_rss_scope", "init_hash", "seed", "device", "precision")
-    keys += ("torch_threads", "threads_from")
+    keys += ("torch_threads", "threads_from", "energy_method", "energy_sources")
     return {
         "status": status,
         "error": error,
@@ -402,15 +421,18 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in (swept or {}).items() if hparam_keys is None or k in hparam_keys}
     with Recorder(cfg.logging, cfg, out_dir, run.net, run.val_x[:2], shown) as recorder:
-        fitted = fit(run, recorder, resumed)
-        test_acc, eval_time = None, fitted.eval_time_s
-        if fitted.status == "ok":
-            fitted.stopper.restore(run.net)
-            start = time.perf_counter()
-            test_acc = evaluate(
-                run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.data.num_classes, run.amp
-            )[1]
-            eval_time += time.perf_counter() - start
+        with EnergyMeter(cfg.energy, out_dir) as meter:
+            fitted = fit(run, recorder, meter, resumed)
+            test_acc, eval_time = None, fitted.eval_time_s
+            if fitted.status == "ok":
+                fitted.stopper.restore(run.net)
+                with meter.phase("test"):
+                    start = time.perf_counter()
+                    test_acc = evaluate(
+                        run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.data.num_classes, run.amp
+                    )[1]
+                    eval_time += time.perf_counter() - start
+        energy = meter.figures()
         peaks = run.memory.read()
         speed = speed_summary(
             [row["epoch_time_s"] for row in fitted.history],
@@ -434,6 +456,9 @@ def train(
             "train_mem_bytes": None if state is None or activations is None else state + activations,
             "stopped_epoch": fitted.stopper.stopped_epoch,
             "best_epoch": fitted.stopper.best_epoch,
+            **energy,
+            "energy_eval_kwh": eval_energy(fitted.history, meter.energy("test") if test_acc is not None else 0.0),
+            "chance_acc": majority_rate(run.data.test_y),
         }
         saved = cfg.checkpoint.save_model and fitted.status == "ok"
         breakdown = {
@@ -455,6 +480,8 @@ def train(
             precision=cfg.precision.name,
             torch_threads=threads,
             threads_from=threads_from,
+            energy_method=energy["energy_method"],
+            energy_sources=energy["energy_sources"],
             model_file=MODEL_FILE if saved else None,
             swept=swept or {},
             choices=choices or {},

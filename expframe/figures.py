@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 MB = 2**20
+# units of the figures CodeCarbon's method (metered or estimated) qualifies
+ENERGY_UNITS = ("kWh", "gCO2eq", "W")
 
 # How a metrics.json figure is obtained:
 #   "last": the last epoch's value of `source`; "best": its best epoch (by the figure's direction);
-#   "run": computed by the training run for the whole run; "derived": `derive(figures so far)`.
-Summary = Literal["last", "best", "run", "derived"]
+#   "total": the sum of `source` over the epochs run; "run": computed by the training run for the
+#   whole run; "derived": `derive(figures so far)`.
+Summary = Literal["last", "best", "total", "run", "derived"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,26 @@ def _peak_mem_mb(figures: dict) -> float | None:
     peak = figures.get("peak_cuda_mem_bytes")
     peak = peak if peak is not None else figures.get("train_mem_bytes")
     return None if peak is None else peak / MB
+
+
+def _energy(figures: dict) -> float | None:
+    """Training and evaluation: what the run's phases drew, start-up and logging left out."""
+    train, evaluation = figures.get("energy_train_kwh"), figures.get("energy_eval_kwh")
+    return None if train is None or evaluation is None else train + evaluation
+
+
+def _emissions(figures: dict) -> float | None:
+    energy, intensity = figures.get("energy_kwh"), figures.get("carbon_intensity_g_per_kwh")
+    return None if energy is None or intensity is None else energy * intensity
+
+
+def _energy_per_point(figures: dict) -> float | None:
+    """kWh per percentage point of test accuracy above chance (always answering the test set's most
+    frequent class): what each point the model earns cost."""
+    energy, acc, chance = figures.get("energy_kwh"), figures.get("test_acc"), figures.get("chance_acc")
+    if energy is None or acc is None or chance is None or acc <= chance:
+        return None
+    return energy / ((acc - chance) * 100)
 
 
 def _per_mb(key: str) -> Callable[[dict], float | None]:
@@ -280,6 +303,90 @@ FIGURES: tuple[Figure, ...] = (
         fmt=".2f",
     ),
     Figure("n_params", "parameters", higher_is_better=False, summary="run", objective=True, report=True, fmt=",d"),
+    # energy: CodeCarbon's offline tracker (expframe/energy.py). The machine's load and the clock
+    # drive it, so other programs make it unreliable like a speed figure
+    Figure(
+        "epoch_energy_kwh",
+        "training energy of the epoch",
+        "kWh",
+        higher_is_better=False,
+        per_epoch=True,
+        tag="energy/epoch_kwh",
+        fmt=".3g",
+        speed=True,
+    ),
+    Figure(
+        "epoch_eval_energy_kwh",
+        "validation energy of the epoch",
+        "kWh",
+        higher_is_better=False,
+        per_epoch=True,
+        fmt=".3g",
+        speed=True,
+    ),
+    Figure(
+        "energy_train_kwh",
+        "training energy",
+        "kWh",
+        higher_is_better=False,
+        summary="total",
+        source="epoch_energy_kwh",
+        objective=True,
+        fmt=".3g",
+        speed=True,
+    ),
+    Figure(
+        "energy_eval_kwh",
+        "evaluation energy (validation and test)",
+        "kWh",
+        higher_is_better=False,
+        summary="run",
+        fmt=".3g",
+        speed=True,
+    ),
+    Figure(
+        "energy_kwh",
+        "energy",
+        "kWh",
+        higher_is_better=False,
+        summary="derived",
+        derive=_energy,
+        hparam=True,
+        objective=True,
+        report=True,
+        line="energy",
+        fmt=".3g",
+        speed=True,
+    ),
+    Figure("cpu_power_w", "mean CPU power", "W", higher_is_better=False, summary="run", fmt=".1f", speed=True),
+    Figure("ram_power_w", "mean RAM power", "W", higher_is_better=False, summary="run", fmt=".1f", speed=True),
+    Figure("gpu_power_w", "mean GPU power", "W", higher_is_better=False, summary="run", fmt=".1f", speed=True),
+    Figure("carbon_intensity_g_per_kwh", "grid carbon intensity", "gCO2eq/kWh", summary="run", fmt=".1f"),
+    Figure(
+        "emissions_g_co2eq",
+        "emissions",
+        "gCO2eq",
+        higher_is_better=False,
+        summary="derived",
+        derive=_emissions,
+        hparam=True,
+        objective=True,
+        line="co2",
+        fmt=".3g",
+        speed=True,
+    ),
+    Figure("chance_acc", "accuracy of the majority class (test set)", summary="run", fmt=".4f"),
+    Figure(
+        "energy_kwh_per_point",
+        "energy per point of test accuracy above chance",
+        "kWh",
+        higher_is_better=False,
+        summary="derived",
+        derive=_energy_per_point,
+        objective=True,
+        fmt=".3g",
+        speed=True,
+    ),
 )
 
 
@@ -335,6 +442,8 @@ def summarise(history: list[dict], computed: dict) -> dict:
                 out[f.name] = None
             elif f.summary == "last":
                 out[f.name] = values[-1]
+            elif f.summary == "total":  # null unless every epoch has a value (no partial sums)
+                out[f.name] = sum(values) if len(values) == len(history) else None
             else:
                 out[f.name] = max(values) if f.higher_is_better else min(values)
     return out
@@ -355,6 +464,9 @@ def format_value(f: Figure, value: float | None) -> str:
 def summary_line(metrics: dict) -> str:
     """`ok: val_acc=0.8875 test_acc=0.8540 epoch=0.023s ...`: the figures declared with a `line`."""
     parts = [f"{f.line}={format_value(f, metrics.get(f.name))}" for f in FIGURES if f.line]
+    if metrics.get("energy_method") and metrics.get("energy_kwh") is not None:
+        last_energy = max(i for i, f in enumerate(f for f in FIGURES if f.line) if f.unit in ENERGY_UNITS)
+        parts[last_energy] += f" ({metrics['energy_method']})"
     line = f"{metrics['status']}: " + " ".join(parts)
     if metrics.get("stopped_epoch"):
         line += f" stopped early at epoch {metrics['stopped_epoch']} (best {metrics['best_epoch']})"

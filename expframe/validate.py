@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import figures
 from expframe.dry_build import dry_build
+from expframe.energy import check_settings
 from expframe.errors import ConfigError
 from expframe.runtime import check_precision, resolve_device
 
@@ -72,6 +73,7 @@ RULES = (
     Rule("precision.grad_scaler", bool, lambda v: True, "true or false"),
     Rule("logging.tensorboard", bool, lambda v: True, "true or false"),
     Rule("logging.graph", bool, lambda v: True, "true or false"),
+    Rule("energy.track", bool, lambda v: True, "true or false"),
     Rule("report.auto", bool, lambda v: True, "true or false"),
     Rule("dataset.source.test_size", int, lambda v: v >= 1, "an integer >= 1", optional=True),
     Rule("dataset.source.repeat", int, lambda v: v >= 1, "an integer >= 1", optional=True),
@@ -144,6 +146,7 @@ def check_cuda_graphs(cfg: DictConfig, device: torch.device) -> None:
 def validate(cfg: DictConfig) -> torch.device:
     """Returns the device the run will use, so the check and the run agree."""
     check_values(cfg)
+    check_settings(cfg.energy)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     check_cuda_graphs(cfg, device)

@@ -243,12 +243,13 @@ def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
 
 
 def _run(*overrides: str) -> dict:
-    """metrics.json of `python train.py OVERRIDES`."""
+    """metrics.json of `python train.py OVERRIDES`, with the command's wall time as `wall_s`."""
     with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
         subprocess.run(
             [sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp}"], cwd=ROOT, check=True, capture_output=True
         )
-        return json.loads((Path(tmp) / "metrics.json").read_text())
+        return {**json.loads((Path(tmp) / "metrics.json").read_text()), "wall_s": time.perf_counter() - start}
 
 
 def startup_s() -> float:
@@ -270,12 +271,30 @@ def _timed_sweep(*overrides: str) -> tuple[float, list[dict]]:
         return wall, [json.loads(p.read_text()) for p in Path(tmp).glob("*/metrics.json")]
 
 
-def sweep_cost(jobs: int) -> tuple[float, float]:
+def sweep_cost(jobs: int, *extra: str) -> tuple[float, float]:
     """(wall of an `-m` sweep of 1-epoch runs, per-job fixed cost = (wall - start-up - training) / jobs)."""
-    wall, runs = _timed_sweep(f"seed={','.join(map(str, range(jobs)))}", "epochs=1")
+    wall, runs = _timed_sweep(f"seed={','.join(map(str, range(jobs)))}", "epochs=1", *extra)
     trained = sum(m["train_time_s"] for m in runs)
     process = next(m["process_startup_s"] for m in runs if m["process_startup_s"] is not None)
     return wall, (wall - process - trained) / jobs
+
+
+def energy_cost(jobs: int, repeats: int) -> None:
+    """What CodeCarbon's tracker adds: a single run's wall time and a sweep's per-job fixed cost with
+    `energy.track` true and false, alternated within each repeat; medians and paired differences."""
+    rows: dict[str, dict[str, list[float]]] = {"true": {"run": [], "job": []}, "false": {"run": [], "job": []}}
+    for _ in range(repeats):
+        for track in ("true", "false"):
+            rows[track]["run"].append(_run("epochs=1", f"energy.track={track}")["wall_s"])
+            rows[track]["job"].append(sweep_cost(jobs, f"energy.track={track}")[1])
+    on, off = rows["true"], rows["false"]
+    run_extra = statistics.median(a - b for a, b in zip(on["run"], off["run"], strict=True))
+    job_extra = statistics.median(a - b for a, b in zip(on["job"], off["job"], strict=True))
+    print(
+        f"energy.track=true vs false: single run {statistics.median(on['run']):.2f} vs "
+        f"{statistics.median(off['run']):.2f} s wall (+{run_extra:.2f} s); per-job fixed cost of a {jobs}-job "
+        f"sweep {statistics.median(on['job']):.3f} vs {statistics.median(off['job']):.3f} s (+{job_extra:.3f} s)"
+    )
 
 
 def _sweep(epochs: int, repeat: int, *extra: str) -> tuple[float, float]:
@@ -339,9 +358,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--contention", action="store_true", help="only the shared-machine table (busy processes beside a run)"
     )
+    parser.add_argument("--energy", action="store_true", help="only the energy tracker's cost (on vs off)")
     args = parser.parse_args(argv)
     if args.contention:
         contention(args.repeats, max(2, args.epochs), max(1, round(args.samples / 4000)))
+        return
+    if args.energy:
+        energy_cost(args.sweep_jobs, args.repeats)
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.samples} samples, "
@@ -364,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"start-up (process start to first training step): {startup_s():.2f} s")
     wall, per_job = sweep_cost(args.sweep_jobs)
     print(f"{args.sweep_jobs}-job sweep of 1-epoch runs: {wall:.2f} s wall, per-job fixed cost {per_job:.3f} s")
+    energy_cost(args.sweep_jobs, max(1, args.repeats // 2))
     sweeps = parallel_vs_serial(args.parallel_epochs, max(1, round(args.samples / 4000)))
     (serial, serial_epoch), (parallel, parallel_epoch) = sweeps["serial"], sweeps["joblib"]
     cores = os.cpu_count() or 1

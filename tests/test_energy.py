@@ -1,0 +1,145 @@
+"""Energy and CO2eq from CodeCarbon's offline tracker: figures, its CSV files, quiet, no side effects."""
+
+import csv
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from codecarbon.input import DataSource
+from codecarbon.lock import LOCKFILE
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from expframe import energy, figures
+from expframe.errors import ConfigError
+from expframe.validate import validate
+from tests.conftest import make_cfg, run_cli, trained
+
+ENERGY = ("energy_kwh", "energy_train_kwh", "energy_eval_kwh", "emissions_g_co2eq", "cpu_power_w", "ram_power_w")
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def energy_run(tmp_path_factory):
+    """A 3-epoch run with energy on (the default), TensorBoard on; signal handlers before and after."""
+    out = tmp_path_factory.mktemp("energy") / "run"
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    metrics = trained(make_cfg("dataset=digits", "epochs=3", "logging.tensorboard=true"), out)
+    return out, metrics, handlers
+
+
+def test_energy_figures_are_present_positive_and_consistent(energy_run):
+    out, m, _ = energy_run
+    for key in ENERGY:
+        assert m[key] is not None and m[key] > 0, key
+    history = rows(out / "history.csv")
+    train = [float(r["epoch_energy_kwh"]) for r in history]
+    assert len(train) == 3 and all(e > 0 for e in train)
+    assert m["energy_train_kwh"] == pytest.approx(sum(train))
+    assert m["energy_kwh"] == pytest.approx(m["energy_train_kwh"] + m["energy_eval_kwh"])
+    assert m["energy_eval_kwh"] > sum(float(r["epoch_eval_energy_kwh"]) for r in history), "the test set counts"
+    intensity = DataSource().get_global_energy_mix_data()["FRA"]["carbon_intensity"]
+    assert m["carbon_intensity_g_per_kwh"] == pytest.approx(intensity)
+    assert m["emissions_g_co2eq"] == pytest.approx(m["energy_kwh"] * intensity)
+    points = (m["test_acc"] - m["chance_acc"]) * 100
+    assert m["energy_kwh_per_point"] == pytest.approx(m["energy_kwh"] / points)
+
+
+def test_an_estimate_is_labelled_as_one(energy_run):
+    """This VM has no readable RAPL counter: CodeCarbon models the CPU from its load and a TDP."""
+    _, m, _ = energy_run
+    cpu = m["energy_sources"]["cpu"]
+    assert m["energy_sources"]["ram"] == "model"
+    assert m["energy_method"] == ("metered" if cpu in energy.METERED_CPU_MODES else "estimated")
+    if not os.access("/sys/class/powercap/intel-rapl:0/energy_uj", os.R_OK):
+        assert (cpu, m["energy_method"]) == ("cpu_load", "estimated")
+    assert f"({m['energy_method']})" in figures.summary_line(m)
+
+
+def test_codecarbon_writes_its_csv_files_into_the_run_folder(energy_run):
+    out, m, _ = energy_run
+    total = rows(out / energy.EMISSIONS_FILE)
+    assert len(total) == 1 and float(total[0]["energy_consumed"]) == pytest.approx(m["energy_kwh"])
+    assert total[0]["country_iso_code"] == "FRA"
+    (phases,) = out.glob("emissions_base_*.csv")
+    tasks = {r["task_name"]: r for r in rows(phases)}
+    assert set(tasks) == {"train_epoch_1", "train_epoch_2", "train_epoch_3", "val_epoch_1", "val_epoch_2"} | {
+        "val_epoch_3",
+        "test",
+    }
+    assert sum(float(r["energy_consumed"]) for r in tasks.values()) == pytest.approx(m["energy_kwh"])
+    for r, epoch in zip(rows(out / "history.csv"), (1, 2, 3), strict=True):
+        phase = tasks[f"train_epoch_{epoch}"]
+        assert float(phase["energy_consumed"]) == pytest.approx(float(r["epoch_energy_kwh"]))
+        # the phase encloses the epoch clock, and the meter's own start and stop stay outside it
+        assert float(phase["duration"]) >= float(r["epoch_time_s"])
+
+
+def test_tensorboard_has_the_energy_of_every_epoch(energy_run):
+    out, m, _ = energy_run
+    events = EventAccumulator(str(out)).Reload()
+    per_epoch = [float(r["epoch_energy_kwh"]) for r in rows(out / "history.csv")]
+    assert [e.value for e in events.Scalars("energy/epoch_kwh")] == pytest.approx(per_epoch, rel=1e-6)
+    assert events.Scalars("whole_run/energy_kwh")[-1].value == pytest.approx(m["energy_kwh"], rel=1e-6)
+
+
+def test_no_lock_file_and_no_signal_handler_replaced(energy_run):
+    _, _, handlers = energy_run
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert not Path(LOCKFILE).exists()
+
+
+def test_codecarbon_says_nothing_on_a_normal_run(tmp_path, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    trained(make_cfg("dataset=digits", "epochs=1"), tmp_path)
+    out, err = capfd.readouterr()
+    assert [r for r in caplog.records if r.name.startswith("codecarbon")] == []
+    assert "codecarbon" not in (out + err).lower()
+
+
+@pytest.mark.slow
+def test_a_command_line_run_prints_no_codecarbon_line(tmp_path):
+    out = run_cli("train.py", "dataset=digits", "epochs=1", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "codecarbon" not in (out.stdout + out.stderr).lower()
+    assert "(estimated)" in out.stdout or "(metered)" in out.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["energy_kwh"] > 0
+
+
+def test_energy_off_runs_no_tracker_and_records_nulls(tmp_path):
+    m = trained(make_cfg("dataset=digits", "epochs=2", "energy.track=false"), tmp_path)
+    assert all(m[k] is None for k in (*ENERGY, "energy_method", "energy_kwh_per_point"))
+    assert not list(tmp_path.glob("emissions*.csv"))
+    assert all(r["epoch_energy_kwh"] == "" for r in rows(tmp_path / "history.csv"))
+    assert "energy=n/a" in figures.summary_line(m) and "estimated" not in figures.summary_line(m)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("energy.country_iso_code=XYZ", "energy.country_iso_code='XYZ': is not a 3-letter ISO 3166 code"),
+        ("energy.country_iso_code=fra", "energy.country_iso_code='fra'"),
+        ("energy.tracking_mode=gpu", "energy.tracking_mode='gpu': must be one of machine, process"),
+        ("energy.track=maybe", "energy.track='maybe': must be true or false"),
+    ],
+)
+def test_bad_energy_settings_are_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate(make_cfg(override, "device=cpu"))
+
+
+def test_the_warm_up_starts_only_when_a_run_follows(monkeypatch):
+    monkeypatch.setattr(energy, "_warm", None)
+    for argv in (["--help"], ["--cfg", "job"], ["-m", "energy.track=false", "epochs=3"]):
+        energy.warm_up_for(argv)
+        assert energy._warm is None, argv
+    energy.warm_up_for(["-m", "optimizer=sgd,adam"])
+    assert energy._warm is not None
+    energy._warm.join(timeout=60)
+    assert not energy._warm.is_alive()
