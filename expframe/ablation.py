@@ -196,18 +196,18 @@ def find_baseline(ok, keys: list[str], wanted: dict[str, object]) -> tuple[tuple
     return matches[0], "baseline: " + ", ".join(f"{k}={v}" for k, v in zip(keys, matches[0], strict=True))
 
 
-def _cell(row: Delta, places: int) -> tuple[str, str]:
-    mean = "–" if row.mean is None else f"{row.mean:.{places}f}"
+def _cell(row: Delta, spec: str) -> tuple[str, str]:
+    mean = "–" if row.mean is None else f"{row.mean:{spec}}"
     if row.delta is None:
         return mean, row.verdict
     marker = "P" if row.test == "paired" else "W"
-    interval = f"{row.delta:+.{places}f} [{row.low:+.{places}f}, {row.high:+.{places}f}] {marker}"
+    interval = f"{row.delta:+{spec}} [{row.low:+{spec}}, {row.high:+{spec}}] {marker}"
     return mean, f"{interval}: {row.verdict}"
 
 
 def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, str], resolve: float):
     """(markdown, long rows for deltas.csv, {figure: [Delta]}) against the baseline."""
-    from expframe.report import decimals
+    from expframe.report import number_format
 
     ok = df[df["status"] == "ok"]
     baseline, line = find_baseline(ok, keys, wanted)
@@ -224,8 +224,8 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
         row["failed"] = str(status.get(cfg, {}).get("failed", 0))
         row["diverged"] = str(status.get(cfg, {}).get("diverged", 0))
         for f in shown:
-            places = decimals([r.mean for r in results[f] if r.mean is not None])
-            row[f], row[f"Δ {f} [95%]"] = _cell(results[f][i], places)
+            spec = number_format([r.mean for r in results[f] if r.mean is not None])
+            row[f], row[f"Δ {f} [95%]"] = _cell(results[f][i], spec)
         rows.append(row)
     import pandas as pd
 
@@ -269,7 +269,7 @@ def best_table_tex(ok, keys: list[str], shown: list[str]) -> str:
     not detectably different from it (paired or Welch, Holm over the column), the legend in the caption."""
     import pandas as pd
 
-    from expframe.report import decimals
+    from expframe.report import number_format
 
     columns: dict[str, dict[tuple, str]] = {}
     configs: list[tuple] = []
@@ -286,10 +286,10 @@ def best_table_tex(ok, keys: list[str], shown: list[str]) -> str:
         higher = figures.figure(f).higher_is_better
         best = (max if higher else min)(ranked, key=lambda c: means[c])
         tied = {r.config for r in deltas(ok, keys, f, best) if r.verdict == "no detectable difference"}
-        places = decimals([means[c] for c in ranked])
+        spec = number_format([means[c] for c in ranked])
         cells = {}
         for c in configs:
-            value = "–" if means.get(c) is None else f"{means[c]:.{places}f}"
+            value = "–" if means.get(c) is None else f"{means[c]:{spec}}"
             cells[c] = f"\\textbf{{{value}}}" if c == best else f"{value}$^\\dagger$" if c in tied else value
         columns[_tex(f)] = cells
     rows = [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from expframe import figures
 from expframe.ablation import ablation_tables, best_table_tex
+from expframe.green import early_stopping_savings, energy_footnote
 from expframe.outputs import write_atomic
 
 log = logging.getLogger("expframe")
@@ -156,6 +157,7 @@ def runs_table(runs: list[dict]):
         choices.update(m.get("choices") or {})
         row = {"status": m.get("status"), **{k: m.get(k) for k in summary}, "run_dir": m["run_dir"]}
         row["contended"] = bool(m.get("timing_contended"))
+        row["energy_method"] = m.get("energy_method")
         job = Path(m["run_dir"]).name.split("_", 1)[0]
         row["job"] = int(job) if job.isdigit() else None
         rows.append(row)
@@ -244,25 +246,27 @@ def grouped(df, by: list[str], metrics: list[str]):
     for metric in metrics:
         out[f"{metric}_mean"] = stats[(metric, "mean")]
         out[f"{metric}_std"] = stats[(metric, "std")].fillna(0.0)
-        places = decimals(out[f"{metric}_mean"])
-        out[metric] = [_pm(m, s, places) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
+        spec = number_format(out[f"{metric}_mean"])
+        out[metric] = [_pm(m, s, spec) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
     return out.reset_index()
 
 
-def decimals(values) -> int:
-    """One format per column: enough decimals for 3 significant digits of its largest value."""
+def number_format(values) -> str:
+    """One format per column: fixed point with enough decimals for 3 significant digits of its
+    largest value; 3 significant digits in exponent form for columns of tiny values (kWh per run)."""
     finite = [abs(v) for v in values if v == v and v not in (float("inf"), float("-inf"))]
     if finite and all(float(v).is_integer() for v in finite):
-        return 0
+        return ".0f"
     largest = max(finite, default=0.0)
-    return 0 if largest == 0 else max(0, 2 - math.floor(math.log10(largest)))
+    places = 0 if largest == 0 else max(0, 2 - math.floor(math.log10(largest)))
+    return ".3g" if places > 6 else f".{places}f"
 
 
-def _pm(mean: float, std: float, places: int) -> str:
+def _pm(mean: float, std: float, spec: str) -> str:
     """A single run (or identical repeats) has no spread to show."""
     if mean != mean:  # NaN: no figure (diverged or failed)
         return "–"
-    return f"{mean:.{places}f}" if std == 0 else f"{mean:.{places}f} ± {std:.{places}f}"
+    return f"{mean:{spec}}" if std == 0 else f"{mean:{spec}} ± {std:{spec}}"
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -338,23 +342,36 @@ def write_figures(df, by: list[str], out: Path) -> list[Path]:
         ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
         written.append(_save(fig, out / "loss_curves.png", plt))
 
-    means = data.groupby("variant", sort=False).agg(
-        val_acc=("val_acc", "mean"),
-        lo_acc=("val_acc", "min"),
-        hi_acc=("val_acc", "max"),
-        time=("epoch_time_s", "mean"),
-        lo_time=("epoch_time_s", "min"),
-        hi_time=("epoch_time_s", "max"),
+    written.append(_tradeoff(data, "epoch_time_s", "val_acc", out / "pareto.png", plt, sns))
+    if data["energy_kwh"].notna().any() and data["test_acc"].notna().any():
+        written.append(_tradeoff(data, "energy_kwh", "test_acc", out / "accuracy_vs_energy.png", plt, sns))
+    return written
+
+
+def _tradeoff(data, cost: str, gain: str, path: Path, plt, sns) -> Path:
+    """Per configuration: mean with min-max whiskers over seeds, and the Pareto front of the means
+    (no other configuration has a lower cost and a higher gain)."""
+    means = (
+        data.groupby("variant", sort=False)
+        .agg(
+            gain=(gain, "mean"),
+            lo_gain=(gain, "min"),
+            hi_gain=(gain, "max"),
+            cost=(cost, "mean"),
+            lo_cost=(cost, "min"),
+            hi_cost=(cost, "max"),
+        )
+        .dropna()
     )
-    points = list(zip(means["val_acc"], means["time"], strict=True))
+    points = list(zip(means["gain"], means["cost"], strict=True))
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(8, 5))
     for (variant, row), color in zip(means.iterrows(), sns.color_palette(n_colors=len(means)), strict=True):
         ax.errorbar(
-            row["time"],
-            row["val_acc"],
-            xerr=[[row["time"] - row["lo_time"]], [row["hi_time"] - row["time"]]],
-            yerr=[[row["val_acc"] - row["lo_acc"]], [row["hi_acc"] - row["val_acc"]]],
+            row["cost"],
+            row["gain"],
+            xerr=[[row["cost"] - row["lo_cost"]], [row["hi_cost"] - row["cost"]]],
+            yerr=[[row["gain"] - row["lo_gain"]], [row["hi_gain"] - row["gain"]]],
             fmt="o",
             color=color,
             label=variant,
@@ -362,12 +379,17 @@ def write_figures(df, by: list[str], out: Path) -> list[Path]:
         )
     fx, fy = [points[i][1] for i in front], [points[i][0] for i in front]
     ax.plot(fx, fy, "k--", lw=1, drawstyle="steps-post", label="Pareto front (of the means)")
-    ax.set_xlabel(axis_label("epoch_time_s"))
-    ax.set_ylabel(axis_label("val_acc"))
+    ax.set_xlabel(
+        axis_label(cost) + (" (estimated)" if _estimated(data) and figures.figure(cost).unit == "kWh" else "")
+    )
+    ax.set_ylabel(axis_label(gain))
     ax.set_title("per configuration: mean, min-max over seeds")
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
-    written.append(_save(fig, out / "pareto.png", plt))
-    return written
+    return _save(fig, path, plt)
+
+
+def _estimated(df) -> bool:
+    return bool((df.get("energy_method") == "estimated").any()) if "energy_method" in df else False
 
 
 def axis_label(name: str) -> str:
@@ -481,6 +503,9 @@ def report(
     )
     if flagged:
         markdown += f"\n\n{note}."
+    footnote = energy_footnote(df)
+    if footnote and any(figures.figure(m).unit in figures.ENERGY_UNITS for m in chosen):
+        markdown += f"\n\n{footnote}"
     hidden = [k for k in varying if k not in keys]
     if hidden:
         markdown += f"\n\nRows group runs by {', '.join(keys) or 'nothing'} only; within a row these also differ: "
@@ -491,6 +516,9 @@ def report(
     markdown += "".join(f"\n\n{line}" for line in optuna_best(paths, df))
     ablation, long, results = ablation_tables(df, keys, chosen, baseline or project_defaults(), resolve)
     markdown += f"\n\n{ablation}"
+    savings = early_stopping_savings(df, keys)
+    if savings:
+        markdown += f"\n\n{savings}"
     if long:
         import pandas as pd
 
@@ -505,7 +533,9 @@ def report(
         log.warning("replacing the report in %s, whose content differs", out)
     write_atomic(out / "summary.md", markdown + "\n")
     latex = shown.to_latex(index=False, escape=True)
-    write_atomic(out / "summary.tex", latex + (f"% {note}\n" if flagged else ""))
+    comments = [note] if flagged else []
+    comments += [footnote] if footnote else []
+    write_atomic(out / "summary.tex", latex + "".join(f"% {line}\n" for line in comments))
     if plots:
         write_figures(df, keys, out / "figures")
         if results:

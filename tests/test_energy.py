@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from expframe import energy, figures
 from expframe.errors import ConfigError
 from expframe.validate import validate
-from tests.conftest import make_cfg, run_cli, trained
+from tests.conftest import make_cfg, run_cli, run_like_hydra, trained
 
 ENERGY = ("energy_kwh", "energy_train_kwh", "energy_eval_kwh", "emissions_g_co2eq", "cpu_power_w", "ram_power_w")
 
@@ -143,3 +143,37 @@ def test_the_warm_up_starts_only_when_a_run_follows(monkeypatch):
     assert energy._warm is not None
     energy._warm.join(timeout=60)
     assert not energy._warm.is_alive()
+
+
+def test_the_report_shows_what_early_stopping_saved(tmp_path):
+    """min_delta=10: nothing counts as an improvement, so patience 2 stops every run at epoch 3."""
+    from expframe.report import report
+
+    metrics = {}
+    for patience in ("null", "2"):
+        for seed in (0, 1):
+            run = tmp_path / "sweep" / f"p{patience}_s{seed}"
+            metrics[patience, seed] = run_like_hydra(
+                run,
+                "dataset=digits",
+                "epochs=6",
+                "early_stopping.min_delta=10",
+                f"early_stopping.patience={patience}",
+                f"seed={seed}",
+            )
+    assert {m["epochs_run"] for (p, _), m in metrics.items() if p == "2"} == {3}
+    md = report([tmp_path / "sweep"], tmp_path / "out")
+    table = md.split("Early stopping against the same configuration without it")[1].strip().splitlines()
+    (row,) = [line for line in table if line.startswith("| 2 |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+
+    def mean(patience: str, key: str) -> float:
+        return (metrics[patience, 0][key] + metrics[patience, 1][key]) / 2
+
+    saved = 1 - mean("2", "energy_kwh") / mean("null", "energy_kwh")
+    assert cells[:3] == ["2", "6.0 → 3.0", f"{mean('null', 'energy_kwh'):.3g} → {mean('2', 'energy_kwh'):.3g}"]
+    assert cells[3] == f"{saved:.0%}" and saved > 0.2, "half the epochs: a large share of the energy"
+    assert cells[5] == "2 / 2"
+    assert "energy: estimated by CodeCarbon's model" in md and "gCO2eq/kWh" in md
+    assert "% energy: estimated" in (tmp_path / "out" / "summary.tex").read_text()
+    assert (tmp_path / "out" / "figures" / "accuracy_vs_energy.png").stat().st_size > 10_000

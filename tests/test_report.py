@@ -195,11 +195,16 @@ def test_a_malformed_metrics_file_is_skipped_with_its_reason(tmp_path, caplog, c
 
 
 def test_one_number_format_per_column():
-    from expframe.report import decimals
+    from expframe.report import number_format
 
-    assert decimals([0.87, 0.92]) == 3 and decimals([0.0224, 0.0302]) == 4
-    assert decimals([154455.0, 12.0]) == 0 and decimals([7.8, 12.0]) == 1 and decimals([float("nan")]) == 0
-    assert decimals([5.0, 30.0]) == 0, "counts stay integers"
+    assert number_format([0.87, 0.92]) == ".3f" and number_format([0.0224, 0.0302]) == ".4f"
+    assert (
+        number_format([154455.0, 12.0]) == ".0f"
+        and number_format([7.8, 12.0]) == ".1f"
+        and number_format([float("nan")]) == ".0f"
+    )
+    assert number_format([5.0, 30.0]) == ".0f", "counts stay integers"
+    assert number_format([5.65e-07, 6.9e-07]) == ".3g", "kWh per run: exponent form, not 0.000000565"
 
 
 def test_contended_runs_are_marked_in_the_tables(tmp_path):
