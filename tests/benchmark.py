@@ -387,7 +387,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"start-up (process start to first training step): {startup_s():.2f} s")
     wall, per_job = sweep_cost(args.sweep_jobs)
     print(f"{args.sweep_jobs}-job sweep of 1-epoch runs: {wall:.2f} s wall, per-job fixed cost {per_job:.3f} s")
-    energy_cost(args.sweep_jobs, max(1, args.repeats // 2))
     sweeps = parallel_vs_serial(args.parallel_epochs, max(1, round(args.samples / 4000)))
     (serial, serial_epoch), (parallel, parallel_epoch) = sweeps["serial"], sweeps["joblib"]
     cores = os.cpu_count() or 1
