@@ -5,9 +5,9 @@ phase (an epoch's training steps, its validation, the test evaluation) is one Co
 started and stopped outside the epoch clock, so the meter is never inside a timed figure. The
 tracker itself is started only at the end, to write its CSV files: started from the beginning, its
 periodic scheduler is stopped and restarted around every task (~2.5 ms a phase, against ~0.9 ms).
-CodeCarbon's first start in a process detects the hardware (~1.2 s, a py-cpuinfo subprocess);
-`warm_up` runs that detection in a background thread while Hydra and the job set up, and the
-result is cached for every later job of the process.
+CodeCarbon's first start in a process detects the hardware (~1.2 s, mostly a py-cpuinfo
+subprocess); `warm_up` runs that detection in a background thread from the start of the command,
+and the result is cached for every later job of the process.
 """
 
 import logging
@@ -40,12 +40,12 @@ def _quiet_codecarbon() -> None:
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
 
 
-def tracker_options(settings: DictConfig | dict) -> dict[str, Any]:
+def tracker_options(settings: DictConfig) -> dict[str, Any]:
     """`allow_multiple_runs`: no lock file in /tmp and no SIGINT/SIGTERM handlers replaced (the
     lock installs both); parallel jobs of a sweep each keep their own tracker."""
     return {
-        "country_iso_code": settings["country_iso_code"],
-        "tracking_mode": settings["tracking_mode"],
+        "country_iso_code": settings.country_iso_code,
+        "tracking_mode": settings.tracking_mode,
         "log_level": "error",
         "allow_multiple_runs": True,
     }
@@ -75,28 +75,27 @@ NO_TRAINING = ("-h", "--help", "--hydra-help", "-i", "--info", "-c", "--cfg", "-
 
 
 def warm_up_for(argv: list[str]) -> None:
-    """At the start of the command, before torch and Hydra's composition are imported and run: the
-    detection then overlaps them. The options may differ from the run's (the hardware detection
-    CodeCarbon caches does not depend on them); a command line that turns tracking off, or asks
-    only for help or a config, skips it."""
+    """At the start of the command, before torch is imported and Hydra composes: the detection
+    then overlaps them. A command line that turns tracking off, or asks only for help or a
+    config, skips it."""
     if any(arg in NO_TRAINING or arg.replace(" ", "") == "energy.track=false" for arg in argv):
         return
-    warm_up({"country_iso_code": "FRA", "tracking_mode": "machine"})
+    warm_up()
 
 
-def warm_up(options: DictConfig | dict) -> None:
-    """Hardware detection off the critical path, once per process; `EnergyMeter` waits for it."""
+def warm_up() -> None:
+    """CodeCarbon's slow step, once per process and off the critical path: py-cpuinfo names the CPU
+    in a subprocess (~1.1 s of waiting, cached for the process). Only that: importing CodeCarbon
+    itself (pandas, ~0.3 s) in this thread would hold the interpreter lock against the imports of
+    the main thread. `EnergyMeter` waits for it."""
     global _warm
     if _warm is not None:
         return
 
     def detect() -> None:
-        from codecarbon import OfflineEmissionsTracker
+        from codecarbon.core.util import detect_cpu_model
 
-        _quiet_codecarbon()
-        tracker = OfflineEmissionsTracker(output_methods=[], **tracker_options(options))
-        tracker.start()
-        tracker.stop()
+        detect_cpu_model()
 
     _warm = threading.Thread(target=detect, name="expframe-energy-warm-up", daemon=True)
     _warm.start()
@@ -129,7 +128,7 @@ class EnergyMeter:
     def __enter__(self) -> "EnergyMeter":
         if not self.settings.track:
             return self
-        warm_up(self.settings)
+        warm_up()
         _warm.join()
         from codecarbon import OfflineEmissionsTracker
 

@@ -11,6 +11,7 @@ import pytest
 from codecarbon.input import DataSource
 from codecarbon.lock import LOCKFILE
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from expframe import energy, figures
 from expframe.errors import ConfigError
@@ -87,6 +88,9 @@ def test_tensorboard_has_the_energy_of_every_epoch(energy_run):
     per_epoch = [float(r["epoch_energy_kwh"]) for r in rows(out / "history.csv")]
     assert [e.value for e in events.Scalars("energy/epoch_kwh")] == pytest.approx(per_epoch, rel=1e-6)
     assert events.Scalars("whole_run/energy_kwh")[-1].value == pytest.approx(m["energy_kwh"], rel=1e-6)
+    start = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    declared = {i.name.tag for i in plugin_data_pb2.HParamsPluginData.FromString(start).experiment.metric_infos}
+    assert {"whole_run/energy_kwh", "whole_run/emissions_g_co2eq", "whole_run/peak_mem_mb"} <= declared
 
 
 def test_no_lock_file_and_no_signal_handler_replaced(energy_run):
