@@ -24,6 +24,7 @@ from tqdm import tqdm
 from expframe import checkpoint, figures
 from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
+from expframe.deploy import deploy
 from expframe.early_stopping import EarlyStopping
 from expframe.energy import EnergyMeter
 from expframe.errors import ConfigError
@@ -490,6 +491,10 @@ def train(
         recorder.finish(metrics)
     if saved:
         save_state_dict(out_dir / MODEL_FILE, run.net.state_dict())
+    if cfg.deploy.variants and fitted.status == "ok":
+        served = deploy(run.net, run.data.test_x, run.data.test_y, cfg.deploy, out_dir)
+        breakdown["deploy_s"] = served.pop("deploy_time_s")
+        metrics.update(served)
     metrics["time_breakdown"] = close_breakdown(breakdown, started, recorder.elapsed)
     write_json(out_dir / "metrics.json", metrics)
     return TrainedRun(metrics, run.net, cfg, out_dir)

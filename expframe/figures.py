@@ -474,6 +474,7 @@ def summary_line(metrics: dict) -> str:
     if spent:
         names = {"process_startup_s": "start-up", "job_setup_s": "set-up", "training_steps_s": "steps"}
         names.update(evaluation_s="eval", logging_s="logging", bookkeeping_s="bookkeeping", clean_up_s="clean-up")
+        names.update(deploy_s="deploy")
         line += " time: " + " + ".join(f"{names[k]} {v:.2f}" for k, v in spent.items() if v is not None) + " s"
     if metrics.get("timing_contended"):
         line += (

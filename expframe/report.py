@@ -19,6 +19,7 @@ from pathlib import Path
 
 from expframe import figures
 from expframe.ablation import ablation_tables, best_table_tex
+from expframe.deploy.report import deploy_table, write_deploy_figure
 from expframe.green import early_stopping_savings, energy_footnote
 from expframe.outputs import write_atomic
 
@@ -345,6 +346,9 @@ def write_figures(df, by: list[str], out: Path) -> list[Path]:
     written.append(_tradeoff(data, "epoch_time_s", "val_acc", out / "pareto.png", plt, sns))
     if data["energy_kwh"].notna().any() and data["test_acc"].notna().any():
         written.append(_tradeoff(data, "energy_kwh", "test_acc", out / "accuracy_vs_energy.png", plt, sns))
+    served = write_deploy_figure(ok, by, out / "deploy.png", plt)
+    if served:
+        written.append(served)
     return written
 
 
@@ -519,6 +523,9 @@ def report(
     savings = early_stopping_savings(df, keys)
     if savings:
         markdown += f"\n\n{savings}"
+    served = deploy_table(df, keys)
+    if served:
+        markdown += f"\n\n{served}"
     if long:
         import pandas as pd
 

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import figures
+from expframe.deploy import check_settings as check_deploy
 from expframe.dry_build import dry_build
 from expframe.energy import check_settings
 from expframe.errors import ConfigError
@@ -147,6 +148,7 @@ def validate(cfg: DictConfig) -> torch.device:
     """Returns the device the run will use, so the check and the run agree."""
     check_values(cfg)
     check_settings(cfg.energy)
+    check_deploy(cfg.deploy)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     check_cuda_graphs(cfg, device)

@@ -1,0 +1,83 @@
+"""`expframe-deploy RUN_DIR [RUN_DIR ...]`: the serving benchmark for runs already trained, from
+their model.pt and saved config; writes deploy.json and adds the figures to metrics.json."""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from expframe import PROJECT_ROOT
+from expframe.data import load
+from expframe.deploy import check_settings, deploy
+from expframe.deploy.variants import KINDS
+from expframe.engine import MODEL_FILE, model_inputs
+from expframe.errors import ConfigError
+from expframe.models import build_model
+from expframe.outputs import write_json
+from expframe.rescore import load_run
+
+
+def settings(variants: list[str] | None) -> DictConfig:
+    """The project's `deploy=cpu` preset, its variants narrowed by --variants."""
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf")):
+        chosen = compose("train", ["deploy=cpu"]).deploy
+    if variants:
+        chosen.variants = variants
+    check_settings(chosen)
+    return chosen
+
+
+def load_weights(run_dir: Path) -> dict:
+    """weights_only: a model.pt holds tensors, never code; anything else is one line."""
+    path = run_dir / MODEL_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises pickle, zip and runtime errors for a damaged file
+        raise ConfigError("RUN_DIR", str(run_dir), f"has an unreadable {MODEL_FILE} ({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise ConfigError("RUN_DIR", str(run_dir), f"{MODEL_FILE} is not a state_dict")
+    return state
+
+
+def deploy_run(run_dir: Path, chosen: DictConfig) -> dict:
+    cfg, metrics = load_run(run_dir)
+    state = load_weights(run_dir)
+    data = load(cfg.dataset, torch.device("cpu"))
+    net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError("RUN_DIR", str(run_dir), f"{MODEL_FILE} does not fit the saved config ({first})") from None
+    served = deploy(net, data.test_x, data.test_y, chosen, run_dir)
+    write_json(run_dir / "metrics.json", {**metrics, **served})
+    return served
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="expframe-deploy", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders holding model.pt")
+    parser.add_argument("--variants", nargs="+", help=f"a subset of {', '.join(KINDS)} (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        chosen = settings(args.variants)
+        for run_dir in args.run_dirs:
+            deploy_run(run_dir, chosen)
+            summary = json.loads((run_dir / "deploy.json").read_text())["variants"]
+            for name, entry in summary.items():
+                print(
+                    f"{name:<14} test_acc={entry['test_acc']:.4f} p95={entry['p95_ms']:.3f}ms "
+                    f"size={entry['size_bytes']:,}B -> {run_dir}"
+                )
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
