@@ -11,6 +11,7 @@ and the result is cached for every later job of the process.
 """
 
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,9 +94,12 @@ def warm_up() -> None:
         return
 
     def detect() -> None:
-        from codecarbon.core.util import detect_cpu_model
+        try:
+            from codecarbon.core.util import detect_cpu_model
 
-        detect_cpu_model()
+            detect_cpu_model()
+        except Exception:  # only a head start: the tracker detects again, and reports, if this failed
+            return  # e.g. the command ended (a bad input) while the subprocess ran: nothing to say
 
     _warm = threading.Thread(target=detect, name="expframe-energy-warm-up", daemon=True)
     _warm.start()
@@ -146,19 +150,22 @@ class EnergyMeter:
         """emissions.csv (the phases' total) and emissions_base_<run id>.csv (one row per phase)."""
         if self.tracker is not None and self.phases:
             self.sources = power_sources(self.tracker)
-            self.tracker.start()
-            self.tracker.stop()
+            with interrupts_deferred():
+                self.tracker.start()
+                self.tracker.stop()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         if self.tracker is None:
             yield
             return
-        self.tracker.start_task(name)
+        with interrupts_deferred():
+            self.tracker.start_task(name)
         try:
             yield
         finally:
-            data = self.tracker.stop_task(name)  # CodeCarbon logs and returns None on a failure
+            with interrupts_deferred():
+                data = self.tracker.stop_task(name)  # CodeCarbon logs and returns None on a failure
             if data is not None:
                 self.phases[name] = Phase(
                     data.energy_consumed,
@@ -202,6 +209,25 @@ class EnergyMeter:
             "gpu_power_w": sum(p.gpu_kwh for p in measured) * KWH_TO_J / seconds if "gpu" in self.sources else None,
             "carbon_intensity_g_per_kwh": sum(p.emissions_kg for p in measured) * 1000 / energy,
         }
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """CodeCarbon's schedulers take a lock without try/finally: a Ctrl-C between its acquire and
+    release leaves it held, and the next stop waits on it forever. A SIGINT during a CodeCarbon
+    call is held back and raised as KeyboardInterrupt once the call has returned; the previous
+    handler is back in place either way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def power_sources(tracker: Any) -> dict[str, str]:

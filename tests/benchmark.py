@@ -297,6 +297,55 @@ def energy_cost(jobs: int, repeats: int) -> None:
     )
 
 
+def quantisers(repeats: int) -> None:
+    """torch.ao's dynamic int8 against torchao's `quantize_` (Int8DynamicActivationInt8WeightConfig)
+    on the wide MLP (784-1024-1024-10, random weights), 1 thread: median latency at batch 1 and 256
+    and the state_dict's size. The measurement behind deploy's int8_dynamic choice."""
+    import copy
+    import io
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    wide = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
+    ).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        contenders = {
+            "fp32": wide,
+            "torch.ao quantize_dynamic": torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(wide), {nn.Linear}, dtype=torch.qint8
+            ),
+        }
+    if importlib.util.find_spec("torchao"):
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        contenders["torchao quantize_"] = copy.deepcopy(wide)
+        quantize_(contenders["torchao quantize_"], Int8DynamicActivationInt8WeightConfig())
+
+    def median_ms(model: nn.Module, batch: int) -> float:
+        x = torch.randn(batch, 1, 28, 28)
+        with torch.inference_mode():
+            for _ in range(20):
+                model(x)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+    print(f"{'quantiser':<28}{'batch 1 ms':>12}{'batch 256 ms':>14}{'state MB':>10}")
+    for name, model in contenders.items():
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        print(
+            f"{name:<28}{median_ms(model, 1):>12.4f}{median_ms(model, 256):>14.3f}{len(buffer.getvalue()) / 1e6:>10.2f}"
+        )
+    if "torchao quantize_" not in contenders:
+        print("torchao skipped: pip install -e '.[bench]' adds it")
+
+
 def _sweep(epochs: int, repeat: int, *extra: str) -> tuple[float, float]:
     """(wall, median steady epoch time over the jobs) of a 2-job `-m` sweep."""
     wall, runs = _timed_sweep(
@@ -359,12 +408,16 @@ def main(argv: list[str] | None = None) -> None:
         "--contention", action="store_true", help="only the shared-machine table (busy processes beside a run)"
     )
     parser.add_argument("--energy", action="store_true", help="only the energy tracker's cost (on vs off)")
+    parser.add_argument("--quantisers", action="store_true", help="only torch.ao against torchao int8 (wide MLP)")
     args = parser.parse_args(argv)
     if args.contention:
         contention(args.repeats, max(2, args.epochs), max(1, round(args.samples / 4000)))
         return
     if args.energy:
         energy_cost(args.sweep_jobs, args.repeats)
+        return
+    if args.quantisers:
+        quantisers(max(20, args.repeats * 40))
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.samples} samples, "

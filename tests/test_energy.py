@@ -181,3 +181,14 @@ def test_the_report_shows_what_early_stopping_saved(tmp_path):
     assert "energy: estimated by CodeCarbon's model" in md and "gCO2eq/kWh" in md
     assert "% energy: estimated" in (tmp_path / "out" / "summary.tex").read_text()
     assert (tmp_path / "out" / "figures" / "accuracy_vs_energy.png").stat().st_size > 10_000
+
+
+def test_a_ctrl_c_inside_a_codecarbon_call_waits_for_the_call_to_return():
+    """CodeCarbon holds a lock across its calls: interrupting one mid-way would hang the next."""
+    before = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with energy.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append(True)
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is before
