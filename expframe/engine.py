@@ -238,10 +238,10 @@ def one_epoch(
     if not math.isfinite(train_loss):
         log.warning("epoch %d: training loss is %s; stopping (status diverged)", epoch, train_loss)
         return None
-    train_acc = accuracy(logits.argmax(1), targets, run.data.num_classes)
+    train_acc = accuracy(logits.argmax(1), targets)
     with meter.phase(f"val_epoch_{epoch}"):
         start = time.perf_counter()
-        val_loss, val_acc = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.data.num_classes, run.amp)
+        val_loss, val_acc = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.amp)
         eval_time = time.perf_counter() - start
     if run.scheduler is not None:
         run.scheduler.step()
@@ -429,9 +429,7 @@ def train(
                 fitted.stopper.restore(run.net)
                 with meter.phase("test"):
                     start = time.perf_counter()
-                    test_acc = evaluate(
-                        run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.data.num_classes, run.amp
-                    )[1]
+                    test_acc = evaluate(run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.amp)[1]
                     eval_time += time.perf_counter() - start
         energy = meter.figures()
         peaks = run.memory.read()

@@ -50,9 +50,7 @@ def rescore(run_dir: Path, device: str | None = None) -> dict:
     net.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True))
     net.to(target)
     loss_fn = build_loss(cfg.loss, data.num_classes, target)
-    test_loss, test_acc = evaluate(
-        net, loss_fn, data.test_x, data.test_y, data.num_classes, autocast(cfg.precision, target)
-    )
+    test_loss, test_acc = evaluate(net, loss_fn, data.test_x, data.test_y, autocast(cfg.precision, target))
     return {
         "test_acc": test_acc,
         "test_loss": test_loss,
