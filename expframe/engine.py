@@ -42,6 +42,7 @@ from expframe.validate import validate
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
+Split = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -128,8 +129,10 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     return factory(params)
 
 
-def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path) -> Run:
-    """The peak-memory window opens before the data load: the data are part of what a run costs."""
+def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, split: Split | None = None) -> Run:
+    """The peak-memory window opens before the data load: the data are part of what a run costs.
+    `split`: (train, validation) indices into the training set, a cross-validation fold; by default
+    the seeded `dataset.val_fraction` split."""
     memory = PeakMemory(device)
     memory.reset()
     data = load(cfg.dataset, device)
@@ -141,7 +144,8 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path) ->
             f"with num_classes={declared[1]} was declared; the loaded data have {list(data.input_shape)} "
             f"and {data.num_classes} classes",
         )
-    train_idx, val_idx = (i.to(device) for i in split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed))
+    split = split or split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed)
+    train_idx, val_idx = (i.to(device) for i in split)
     if len(train_idx) < 2:
         raise ConfigError(
             "dataset.val_fraction",
@@ -401,6 +405,7 @@ def train(
     launcher_threads: int | None = None,
     choices: dict | None = None,
     hparam_keys: list[str] | None = None,
+    split: Split | None = None,
 ) -> TrainedRun:
     """Writes metrics.json, history.csv, model.pt and TensorBoard events into out_dir.
 
@@ -408,6 +413,7 @@ def train(
     `launcher_threads`: the launcher's share of the cores, used when `device.threads` is unset.
     `choices`: the option picked in each config group (`optimizer: adam`), recorded for the report.
     `hparam_keys`: the keys the sweep varies, the only ones HParams shows (None: every swept key).
+    `split`: a cross-validation fold's (train, validation) indices; its HParams row is the job's.
     """
     global _jobs_in_process
     started = time.perf_counter()
@@ -416,12 +422,12 @@ def train(
     device = validate(cfg)
     threads, threads_from = apply_threads(cfg.device.threads, launcher_threads)
     resumed = checkpoint.check_resumable(cfg) if cfg.get("resume") else None
-    run = setup(cfg, device, threads, out_dir)
+    run = setup(cfg, device, threads, out_dir, split)
     if resumed is not None:
         restore(run, resumed)
     out_dir.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in (swept or {}).items() if hparam_keys is None or k in hparam_keys}
-    with Recorder(cfg.logging, cfg, out_dir, run.net, run.val_x[:2], shown) as recorder:
+    with Recorder(cfg.logging, cfg, out_dir, run.net, run.val_x[:2], shown, hparams=split is None) as recorder:
         with EnergyMeter(cfg.energy, out_dir) as meter:
             fitted = fit(run, recorder, meter, resumed)
             test_acc, eval_time = None, fitted.eval_time_s

@@ -468,6 +468,8 @@ def summary_line(metrics: dict) -> str:
         last_energy = max(i for i, f in enumerate(f for f in FIGURES if f.line) if f.unit in ENERGY_UNITS)
         parts[last_energy] += f" ({metrics['energy_method']})"
     line = f"{metrics['status']}: " + " ".join(parts)
+    if metrics.get("cv_folds"):
+        line += f" ({metrics['cv_folds']}-fold CV: means over the folds)"
     if metrics.get("stopped_epoch"):
         line += f" stopped early at epoch {metrics['stopped_epoch']} (best {metrics['best_epoch']})"
     spent = metrics.get("time_breakdown") or {}

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import figures
 from expframe.callbacks import summarise_sweep
+from expframe.cv import cross_validate
 from expframe.engine import failure_record, train
 from expframe.errors import ConfigError
 from expframe.outputs import write_json
@@ -95,7 +96,8 @@ def run(cfg: DictConfig) -> float | list[float]:
     choices = group_choices(hydra_cfg)
     threads = torch.get_num_threads()
     try:
-        metrics = train(cfg, out_dir, swept, threads_per_job(hydra_cfg), choices, sweep_keys(hydra_cfg)).metrics
+        trainer = cross_validate if cfg.cv.folds else train
+        metrics = trainer(cfg, out_dir, swept, threads_per_job(hydra_cfg), choices, sweep_keys(hydra_cfg)).metrics
     except KeyboardInterrupt as e:
         metrics = record_failure(out_dir, failure_record(e, cfg, swept, choices, status="interrupted"))
     except Exception as e:

@@ -68,8 +68,9 @@ class Recorder:
         model: nn.Module,
         sample: torch.Tensor,
         swept: dict,
+        hparams: bool = True,
     ) -> None:
-        self.out_dir, self.swept = out_dir, swept
+        self.out_dir, self.swept, self.hparams = out_dir, swept, hparams
         self.histogram_every = logging.histogram_every
         self.elapsed = 0.0
         self.writer = None
@@ -111,24 +112,39 @@ class Recorder:
         self.elapsed += time.perf_counter() - start
 
     def finish(self, metrics: dict) -> None:
-        """Final figures as scalars and as the HParams row that lines this run up with its sweep."""
+        """Final figures as scalars and, unless this run is one fold of a cross-validated job (whose
+        job-level run has the row), the HParams row that lines it up with its sweep."""
         if self.writer is None:
             return
-        from torch.utils.tensorboard.summary import hparams
-
-        final = {
-            f"{RUN_END_GROUP}/{f.name}": float(metrics[f.name])
-            for f in figures.FIGURES
-            if f.hparam and metrics.get(f.name) is not None
-        }
-        params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in self.swept.items()}
-        params["status"] = metrics["status"]
-        params["timing_contended"] = bool(metrics.get("timing_contended"))
-        for summary in hparams(params, final):
-            self.writer.file_writer.add_summary(summary)
-        for tag, value in final.items():
-            self.writer.add_scalar(tag, value, metrics["epochs_run"])
+        if self.hparams:
+            write_hparams(self.writer, metrics, self.swept)
+        else:
+            for tag, value in whole_run_figures(metrics).items():
+                self.writer.add_scalar(tag, value, int(metrics["epochs_run"] or 0))
         self.writer.flush()
+
+
+def whole_run_figures(metrics: dict) -> dict[str, float]:
+    return {
+        f"{RUN_END_GROUP}/{f.name}": float(metrics[f.name])
+        for f in figures.FIGURES
+        if f.hparam and metrics.get(f.name) is not None
+    }
+
+
+def write_hparams(writer: object, metrics: dict, swept: dict) -> None:
+    """The HParams row: the swept keys, status and contention flag, and the whole-run figures
+    (scalars, since HParams reads its metric values from scalars)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    final = whole_run_figures(metrics)
+    params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in swept.items()}
+    params["status"] = metrics["status"]
+    params["timing_contended"] = bool(metrics.get("timing_contended"))
+    for summary in hparams(params, final):
+        writer.file_writer.add_summary(summary)
+    for tag, value in final.items():
+        writer.add_scalar(tag, value, int(metrics.get("epochs_run") or 0))
 
 
 def _add_graph(writer: object, model: nn.Module, sample: torch.Tensor) -> None:

@@ -159,11 +159,13 @@ def runs_table(runs: list[dict]):
         row = {"status": m.get("status"), **{k: m.get(k) for k in summary}, "run_dir": m["run_dir"]}
         row["contended"] = bool(m.get("timing_contended"))
         row["energy_method"] = m.get("energy_method")
+        row["cv_folds"] = m.get("cv_folds")
+        row.update({f"{k}_fold_std": m.get(f"{k}_std") for k in summary})
         job = Path(m["run_dir"]).name.split("_", 1)[0]
         row["job"] = int(job) if job.isdigit() else None
         rows.append(row)
     df = pd.DataFrame(rows)
-    for key in summary:
+    for key in [*summary, *(f"{k}_fold_std" for k in summary), "cv_folds"]:
         df[key] = pd.to_numeric(df[key], errors="coerce")
     # config values as the text an override would use, built from the runs' own values: pandas would
     # turn [None, 3] into floats with a NaN that some versions then drop from "what varies"
@@ -244,11 +246,20 @@ def grouped(df, by: list[str], metrics: list[str]):
     stats = groups[metrics].agg(["mean", "std"])
     out = groups.size().rename("n").to_frame()
     out["contended"] = groups["contended"].sum().astype(int)
+    # a single cross-validated run: its spread is over its folds (n = folds), not over seeds
+    folds = groups["cv_folds"].max().fillna(0).astype(int)
+    single_cv = (out["n"] == 1) & (folds > 0)
     for metric in metrics:
         out[f"{metric}_mean"] = stats[(metric, "mean")]
         out[f"{metric}_std"] = stats[(metric, "std")].fillna(0.0)
+        fold_std = groups[f"{metric}_fold_std"].first()
+        out.loc[single_cv, f"{metric}_std"] = fold_std[single_cv].fillna(0.0)
         spec = number_format(out[f"{metric}_mean"])
         out[metric] = [_pm(m, s, spec) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
+    out["n"] = [
+        f"{k} folds" if one else f"{n} seeds x {k} folds" if k else str(n)
+        for n, k, one in zip(out["n"], folds, single_cv, strict=True)
+    ]
     return out.reset_index()
 
 
@@ -507,6 +518,11 @@ def report(
     )
     if flagged:
         markdown += f"\n\n{note}."
+    if df["cv_folds"].notna().any():
+        markdown += (
+            "\n\ncross-validated rows: one seed shows the mean ± sd over its folds (n = folds); repeated "
+            "seeds show the mean of the fold means ± sd over seeds (n = seeds x folds)."
+        )
     footnote = energy_footnote(df)
     if footnote and any(figures.figure(m).unit in figures.ENERGY_UNITS for m in chosen):
         markdown += f"\n\n{footnote}"

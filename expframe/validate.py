@@ -74,6 +74,7 @@ RULES = (
     Rule("precision.grad_scaler", bool, lambda v: True, "true or false"),
     Rule("logging.tensorboard", bool, lambda v: True, "true or false"),
     Rule("logging.graph", bool, lambda v: True, "true or false"),
+    Rule("cv.folds", int, lambda v: v >= 2, "an integer >= 2 (folds), or null for off", optional=True),
     Rule("energy.track", bool, lambda v: True, "true or false"),
     Rule("report.auto", bool, lambda v: True, "true or false"),
     Rule("dataset.source.test_size", int, lambda v: v >= 1, "an integer >= 1", optional=True),
@@ -116,6 +117,8 @@ def check_rules(cfg: DictConfig) -> None:
         raise ConfigError(
             "batch_size", cfg.batch_size, "must be >= 2 with model.batchnorm=true (BatchNorm needs 2 samples)"
         )
+    if cfg.cv.folds and cfg.get("resume"):
+        raise ConfigError("resume", cfg.resume, "cannot continue a cross-validated job (cv.folds is set)")
     monitored = [f.name for f in figures.per_epoch() if f.higher_is_better is not None]
     if cfg.early_stopping.monitor not in monitored:
         raise ConfigError(

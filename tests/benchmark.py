@@ -297,6 +297,25 @@ def energy_cost(jobs: int, repeats: int) -> None:
     )
 
 
+def cv_cost(folds: int, repeats: int) -> None:
+    """A cross-validated job's fixed cost per fold (everything but the training steps: validation,
+    model and optimizer, TensorBoard writer, energy tracker, metrics, model.pt), in-process, after
+    one warm-up job; the median over repeats."""
+    from expframe.cv import cross_validate
+
+    per_fold = []
+    for i in range(repeats + 1):
+        with initialize_config_dir(config_dir=str(ROOT / "conf")):
+            cfg = compose("train", ["dataset=digits", "epochs=1", "device=cpu", f"cv.folds={folds}"])
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            metrics = cross_validate(cfg, Path(tmp)).metrics
+            wall = time.perf_counter() - start
+        if i:
+            per_fold.append((wall - sum(metrics["train_time_s_folds"])) / folds)
+    print(f"{folds}-fold CV job of 1-epoch folds on digits: per-fold fixed cost {statistics.median(per_fold):.3f} s")
+
+
 def quantisers(repeats: int) -> None:
     """torch.ao's dynamic int8 against torchao's `quantize_` (Int8DynamicActivationInt8WeightConfig)
     on the wide MLP (784-1024-1024-10, random weights), 1 thread: median latency at batch 1 and 256
@@ -409,12 +428,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--energy", action="store_true", help="only the energy tracker's cost (on vs off)")
     parser.add_argument("--quantisers", action="store_true", help="only torch.ao against torchao int8 (wide MLP)")
+    parser.add_argument("--cv", action="store_true", help="only a cross-validated job's fixed cost per fold")
     args = parser.parse_args(argv)
     if args.contention:
         contention(args.repeats, max(2, args.epochs), max(1, round(args.samples / 4000)))
         return
     if args.energy:
         energy_cost(args.sweep_jobs, args.repeats)
+        return
+    if args.cv:
+        cv_cost(5, args.repeats)
         return
     if args.quantisers:
         quantisers(max(20, args.repeats * 40))

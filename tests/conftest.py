@@ -37,6 +37,7 @@ def run_like_hydra(run_dir: Path, *overrides: str) -> dict:
     group choices in metrics.json (what the report reads), without a subprocess."""
     from omegaconf import OmegaConf, open_dict
 
+    from expframe.cv import cross_validate
     from expframe.engine import train
     from expframe.job import group_choices, swept_values
 
@@ -47,7 +48,8 @@ def run_like_hydra(run_dir: Path, *overrides: str) -> dict:
     choices = group_choices(cfg.hydra)
     with open_dict(cfg):
         del cfg["hydra"]
-    metrics = train(cfg, run_dir, swept_values(cfg, list(overrides)), None, choices).metrics
+    trainer = cross_validate if cfg.cv.folds else train  # as the Hydra task chooses
+    metrics = trainer(cfg, run_dir, swept_values(cfg, list(overrides)), None, choices).metrics
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     return metrics
