@@ -8,6 +8,7 @@ under the usual keys, with `<key>_std` and `<key>_folds`, so sweepers and the re
 job like any other.
 """
 
+import logging
 import statistics
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from omegaconf import DictConfig
 
 from expframe import figures
 from expframe.errors import ConfigError
+
+log = logging.getLogger("expframe")
 
 FOLD_PREFIX = "fold_"
 
@@ -92,6 +95,18 @@ def write_cv_events(out_dir: Path, fold_metrics: list[dict], aggregated: dict, l
         write_hparams(writer, aggregated, aggregated.get("swept") or {})
 
 
+def pruned_after(cfg: DictConfig, fold_metrics: list[dict]) -> bool:
+    """Report the objective's running mean over the folds so far to this job's Optuna trial."""
+    if cfg.get("trial") is None or not isinstance(cfg.objective, str):
+        return False
+    from expframe.optuna_sweeper import report_fold
+
+    values = [m.get(cfg.objective) for m in fold_metrics]
+    if any(v is None for v in values):
+        return False
+    return report_fold(cfg.trial, statistics.fmean(values), len(values))
+
+
 def cross_validate(
     cfg: DictConfig,
     out_dir: Path,
@@ -116,7 +131,12 @@ def cross_validate(
         fold_metrics.append(trained.metrics)
         if trained.metrics["status"] != "ok":
             break
+        if pruned_after(cfg, fold_metrics):
+            log.info("trial %s pruned after fold %d of %d", cfg.trial, i + 1, k)
+            break
     aggregated = aggregate(fold_metrics, k)
+    if len(fold_metrics) < k and aggregated["status"] == "ok":
+        aggregated["status"] = "pruned"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_cv_events(out_dir, fold_metrics, aggregated, cfg.logging)
     write_json(out_dir / "metrics.json", aggregated)

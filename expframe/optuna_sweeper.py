@@ -1,4 +1,6 @@
-"""Hydra's Optuna sweeper, made resumable: storage folder, stale trials, grid points left to run.
+"""Hydra's Optuna sweeper, made resumable (storage folder, stale trials, grid points left to run)
+and able to prune: with `cv.pruner` set, a cross-validated job reports its running mean after every
+fold and stops when the pruner says so (the trial is recorded PRUNED).
 
 Selected by the hparams_search presets (`hydra.sweeper._target_`; registered with Hydra by
 expframe.cli). The study is prepared inside the sweeper because Hydra 1.4 refuses a sweeper config
@@ -17,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import ListConfig
+from omegaconf import ListConfig, OmegaConf
+
+from expframe.build import build
 
 log = logging.getLogger("expframe")
 
@@ -37,9 +41,11 @@ class ResumableOptunaSweeper(OptunaSweeper):
         impl = self.sweeper
         configured: list[int] = []
         study = self._study() if impl.storage else None
-        impl._configure_trials = _numbering_trials(impl._configure_trials, configured, study)
+        node = OmegaConf.select(impl.config, "cv.pruner")
+        pruner = build(node) if node is not None else None
+        impl._configure_trials = _numbering_trials(impl._configure_trials, configured, study, pruner)
         if study is None:
-            return super().sweep(arguments)
+            return self._sweep(arguments)
         others = {k: v for k, v in study.user_attrs.items() if k.startswith(WORKER_PREFIX) and k != _worker_key()}
         if not any(_alive(k, v) for k, v in others.items()):
             fail_stale_trials(study)
@@ -51,12 +57,23 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 if impl.n_trials == 0:
                     log.info("every grid point of study %s is COMPLETE: nothing to run", study.study_name)
                     return None
-            return super().sweep(arguments)
+            return self._sweep(arguments)
         except BaseException:
             fail_unfinished(study, configured)
             raise
         finally:
             study.set_user_attr(_worker_key(), None)
+
+    def _sweep(self, arguments: list[str]) -> None:
+        """The plugin reads `study.best_trial` at the end, which raises when no trial completed
+        (all pruned, or all failed): the trials are recorded, there is just no best one to write."""
+        try:
+            return super().sweep(arguments)
+        except ValueError as e:
+            if not _raised_in(e, "best_trial"):
+                raise
+            log.warning("no trial of this study completed (all pruned or failed): no best trial to write")
+            return None
 
     def _study(self):
         """Workers started together on a new database race to create its schema; the loser retries."""
@@ -82,7 +99,18 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 time.sleep(0.2 + random.random())
 
 
-def _numbering_trials(configure: Callable, configured: list[int] | None = None, study=None) -> Callable:
+def _raised_in(exc: BaseException, function: str) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _numbering_trials(
+    configure: Callable, configured: list[int] | None = None, study=None, pruner: Any = None
+) -> Callable:
     """Each job gets `trial=<Optuna trial number>`: its folder, metrics.json and the report name the
     trial (job numbers restart with every command, trial numbers go on across a resumed study).
     The numbers are kept in `configured` (the trials this worker runs), and each new batch renews
@@ -95,9 +123,51 @@ def _numbering_trials(configure: Callable, configured: list[int] | None = None, 
             configured.extend(t.number for t in trials)
         if study is not None:
             _register(study)
+        if pruner is not None and trials:
+            _prune_with(trials[0].study, pruner)
+            ACTIVE_TRIALS.update({t.number: t for t in trials})
         return [[*o, f"trial={t.number}"] for t, o in zip(trials, overrides, strict=True)]
 
     return with_numbers
+
+
+# The trials this process's sweep is running, by number, for the jobs it runs itself (the basic
+# launcher): a cross-validated job reports its running mean to its trial after every fold.
+ACTIVE_TRIALS: dict[int, Any] = {}
+PRUNED: set[int] = set()
+
+
+def report_fold(trial_number: int | None, value: float, step: int) -> bool:
+    """True when the trial's pruner says stop. A job without a trial in this process (no Optuna,
+    a joblib or submitit worker, a multi-objective study) is never pruned."""
+    trial = ACTIVE_TRIALS.get(trial_number)
+    if trial is None or len(trial.study.directions) > 1 or value != value:
+        return False
+    trial.report(value, step)
+    if trial.should_prune():
+        PRUNED.add(trial_number)
+        return True
+    return False
+
+
+def _prune_with(study, pruner) -> None:
+    """The study the plugin created gets the configured pruner, and its `tell` records a trial the
+    job pruned as PRUNED (the plugin would tell COMPLETE with the job's NaN, which Optuna records FAIL)."""
+    from optuna.trial import TrialState
+
+    if getattr(study, "_expframe_pruning", False):
+        return
+    study.pruner = pruner
+    tell = study.tell
+
+    def tell_pruned(trial: Any, values: Any = None, state: Any = None, skip_if_finished: bool = False) -> Any:
+        number = trial if isinstance(trial, int) else trial.number
+        if number in PRUNED:
+            return tell(trial, state=TrialState.PRUNED, skip_if_finished=skip_if_finished)
+        return tell(trial, values=values, state=state, skip_if_finished=skip_if_finished)
+
+    study.tell = tell_pruned
+    study._expframe_pruning = True
 
 
 def fail_unfinished(study, numbers: list[int]) -> None:

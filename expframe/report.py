@@ -36,7 +36,7 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
-STATUSES = ("ok", "diverged", "failed", "interrupted")
+STATUSES = ("ok", "diverged", "failed", "interrupted", "pruned")
 
 
 def check_run(metrics: object) -> str | None:

@@ -105,3 +105,36 @@ def test_more_folds_than_the_rarest_class_has_samples_is_refused():
     check_folds(4, labels)
     with pytest.raises(ConfigError, match=r"cv.folds=5: is above the smallest class count \(4 samples of class 1"):
         check_folds(5, labels)
+
+
+def test_an_optuna_trial_is_pruned_after_a_fold_and_recorded_pruned(tmp_path):
+    """A threshold no fold reaches: every trial stops after its first fold, in a real SQLite study."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from tests.conftest import run_cli_in_process
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    code, err = run_cli_in_process(
+        "-m",
+        "hparams_search=optuna_tpe_cv",
+        "dataset=digits",
+        "epochs=1",
+        "cv.pruner._target_=optuna.pruners.ThresholdPruner",  # the preset's MedianPruner, replaced
+        "~cv.pruner.n_startup_trials",
+        "+cv.pruner.lower=0.999",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert code == 0, err
+    study = optuna.load_study(study_name="tpe_cv_digits", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert all(list(t.intermediate_values) == [1] for t in study.trials), "reported after the first fold"
+    jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(jobs) == 2
+    for path in jobs:
+        metrics = json.loads(path.read_text())
+        assert metrics["status"] == "pruned" and len(metrics["val_acc_folds"]) == 1 and metrics["val_acc"] is None
+        assert (path.parent / "fold_0").is_dir() and not (path.parent / "fold_1").exists()
+    assert "pruned" in (tmp_path / "sweep" / "summary.md").read_text()

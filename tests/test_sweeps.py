@@ -46,7 +46,16 @@ def test_sweep_folders_are_named_to_the_microsecond():
     """Two sweeps started in the same second must not share a folder."""
     raw = (ROOT / "conf" / "train.yaml").read_text()
     assert "dir: multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}" in raw
-    assert "subdir: ${hydra.job.num}_${hydra_override_dirname:" in raw
+    assert "subdir: ${hydra.job.num}_${expframe_capped:${hydra_override_dirname:" in raw
+
+
+def test_a_long_override_list_still_makes_a_folder_name():
+    from expframe import capped_folder_name
+
+    short = "optimizer=adam,seed=1"
+    assert capped_folder_name(short) == short
+    names = [capped_folder_name(",".join(f"key{i}=0.{i}23456789012345" for i in range(40)) + tail) for tail in "ab"]
+    assert all(len(n.encode()) <= 200 for n in names) and names[0] != names[1], "cut, and still unique"
 
 
 def test_failures_do_not_stop_the_sweep(tmp_path):
