@@ -16,7 +16,11 @@ import torch
 from omegaconf import DictConfig
 
 from expframe import figures
+from expframe.data import load
+from expframe.engine import TrainedRun, train
 from expframe.errors import ConfigError
+from expframe.outputs import write_json
+from expframe.validate import validate
 
 log = logging.getLogger("expframe")
 
@@ -114,14 +118,9 @@ def cross_validate(
     launcher_threads: int | None = None,
     choices: dict | None = None,
     hparam_keys: list[str] | None = None,
-):
+) -> TrainedRun:
     """`train` once per fold into `fold_<i>/`, then the job's metrics.json and TensorBoard run. A fold
     that does not finish (diverged, failed, interrupted) ends the job with its status."""
-    from expframe.data import load
-    from expframe.engine import TrainedRun, train
-    from expframe.outputs import write_json
-    from expframe.validate import validate
-
     k = cfg.cv.folds
     labels = load(cfg.dataset, validate(cfg)).train_y
     check_folds(k, labels)
