@@ -310,6 +310,9 @@ def fit(run: Run, recorder: Recorder, meter: EnergyMeter, resumed: dict | None =
                 break
     except KeyboardInterrupt:
         out.status = "interrupted"
+        # Ctrl-C may land after an epoch's row was kept and before history.csv was rewritten
+        if out.history:
+            recorder.save_history(out.history)
     return out
 
 

@@ -94,9 +94,12 @@ class Recorder:
         if self.writer is not None:
             self.writer.close()
 
+    def save_history(self, history: list[dict]) -> None:
+        write_csv(self.out_dir / "history.csv", history)
+
     def epoch(self, history: list[dict], model: nn.Module) -> None:
         start = time.perf_counter()
-        write_csv(self.out_dir / "history.csv", history)
+        self.save_history(history)
         if self.writer is not None:
             row, w = history[-1], self.writer
             step = row["epoch"]
