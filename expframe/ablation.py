@@ -11,7 +11,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from expframe import figures
 
@@ -63,6 +62,8 @@ def compare(variant: dict, base: dict) -> tuple[float, float, float, float, str]
 
 
 def _compare(variant: dict, base: dict) -> tuple[float, float, float, float, str]:
+    from scipy import stats  # 0.5 s to import: only when a table has a comparison
+
     a, b = variant, base
     if set(a) == set(b) and len(a) >= 2:
         seeds = sorted(a)
@@ -120,6 +121,8 @@ def verdict(figure: str, delta: float, p_adjusted: float) -> str:
 def seeds_needed(sd: float, difference: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
     """Seeds per configuration for a two-sided two-sample t-test to detect `difference` at this
     spread with this power (noncentral t); None when there is no spread to go on."""
+    from scipy import stats  # 0.5 s to import: only when a table has a comparison
+
     if not sd or sd != sd or difference <= 0:
         return None
     for n in range(2, 10_001):
@@ -145,6 +148,8 @@ def pooled_sd(ok, keys: list[str], figure: str) -> float | None:
 def main_effects(ok, keys: list[str], figure: str) -> list[str]:
     """Per swept key: its levels' marginal means (over every other key), each level against the first
     with Welch's interval; and a note where a key's effect changes sign with another key's level."""
+    from scipy import stats  # 0.5 s to import: only when a table has a comparison
+
     lines = []
     for key in keys:
         levels = list(dict.fromkeys(ok[key].astype(str)))

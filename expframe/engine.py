@@ -24,7 +24,7 @@ from tqdm import tqdm
 from expframe import checkpoint, figures
 from expframe.build import build
 from expframe.data import DeviceData, load, split_indices
-from expframe.deploy import deploy
+from expframe.deploy.serve import deploy
 from expframe.early_stopping import EarlyStopping
 from expframe.energy import EnergyMeter
 from expframe.errors import ConfigError

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import figures
-from expframe.deploy import check_settings as check_deploy
+from expframe.deploy.serve import check_settings as check_deploy
 from expframe.dry_build import dry_build
 from expframe.energy import check_settings
 from expframe.errors import ConfigError

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from expframe import PROJECT_ROOT
 from expframe.data import load
-from expframe.deploy import check_settings, deploy
+from expframe.deploy.serve import check_settings, deploy
 from expframe.deploy.variants import KINDS
 from expframe.engine import MODEL_FILE, model_inputs
 from expframe.errors import ConfigError

@@ -22,14 +22,15 @@ COLUMNS = {
 def deploy_rows(df, keys: list[str]) -> list[dict]:
     """One row per run and variant: the configuration's keys, the variant and its figures."""
     rows = []
-    for _, run in df[df["status"] == "ok"].iterrows():
-        path = Path(run["run_dir"]) / DEPLOY_FILE
+    ok = df[df["status"] == "ok"]
+    for run_dir, *values in zip(ok["run_dir"], *(ok[k] for k in keys), strict=True):
         try:
-            served = json.loads(path.read_text())["variants"]
+            served = json.loads((Path(run_dir) / DEPLOY_FILE).read_text())["variants"]
         except (OSError, ValueError, KeyError):
             continue
+        config = {k: str(v) for k, v in zip(keys, values, strict=True)}
         for name, entry in served.items():
-            rows.append({**{k: str(run[k]) for k in keys}, "variant": name, **entry})
+            rows.append({**config, "variant": name, **entry})
     return rows
 
 
