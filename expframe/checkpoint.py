@@ -24,9 +24,10 @@ FORMAT = 1
 MAY_CHANGE = ("epochs", "resume")
 
 
-def rng_state(batch_order: torch.Generator) -> dict:
+def rng_state(batch_order: torch.Generator, augment: torch.Generator | None = None) -> dict:
     numpy = np.random.get_state()
     return {
+        "augment": None if augment is None else augment.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "batch_order": batch_order.get_state(),
@@ -35,8 +36,10 @@ def rng_state(batch_order: torch.Generator) -> dict:
     }
 
 
-def restore_rng(state: dict, batch_order: torch.Generator) -> None:
+def restore_rng(state: dict, batch_order: torch.Generator, augment: torch.Generator | None = None) -> None:
     torch.set_rng_state(state["torch"])
+    if augment is not None:
+        augment.set_state(state["augment"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     batch_order.set_state(state["batch_order"])

@@ -31,6 +31,8 @@ PASSED_BY_CODE = {
     "init.weight": {"tensor"},
     "init.bias": {"tensor"},
 }
+# keys of a `_target_` node that expframe reads itself and does not pass on
+READ_BY_CODE = {"loss": {"class_weights"}}
 TARGETS = ("model", "activation", "optimizer", "scheduler", "loss", "init.weight", "init.bias", "dataset.source")
 
 
@@ -47,7 +49,7 @@ def check_keys(path: str, node: DictConfig) -> None:
         return
     taken = [name for name in params if name not in PASSED_BY_CODE.get(path, set()) and name != "self"]
     for key in node:
-        if str(key).startswith("_"):
+        if str(key).startswith("_") or key in READ_BY_CODE.get(path, set()):
             continue
         value = OmegaConf.select(node, str(key))
         if key not in params:

@@ -22,19 +22,20 @@ from torch import nn
 from tqdm import tqdm
 
 from expframe import checkpoint, figures
+from expframe.augment import RandomResizedCropFlip, build_augment
 from expframe.build import build
-from expframe.data import DeviceData, load, split_indices
+from expframe.data import DeviceData, load, split_indices, take
 from expframe.deploy.serve import deploy
 from expframe.early_stopping import EarlyStopping
 from expframe.energy import EnergyMeter
 from expframe.errors import ConfigError
-from expframe.losses import build_loss
+from expframe.losses import build_loss, class_weights
 from expframe.measure import ActivationProbe, PeakMemory, environment, model_state_bytes, process_age_s
 from expframe.models import ModelInputs, build_model
 from expframe.outputs import save_state_dict, write_json
 from expframe.record import Recorder
 from expframe.runtime import apply_threads, autocast, seed_everything, synchronize
-from expframe.scoring import accuracy, evaluate
+from expframe.scoring import accuracy, evaluate, task_figures
 from expframe.steps import GraphedStep, Step, eager_step
 from expframe.timing import CpuWindow, StepClock, Window, contended, share, speed_summary, step_stats
 from expframe.validate import validate
@@ -42,6 +43,8 @@ from expframe.validate import validate
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
+# what a classifier's metrics.json says about its task beyond the figures
+TASK_KEYS = ("class_names", "positive", "class_weights", "val_confusion", "test_confusion")
 Split = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -69,6 +72,8 @@ class Run:
     scaler: torch.amp.GradScaler
     batch_order: torch.Generator
     out_dir: Path
+    augment: RandomResizedCropFlip | None = None
+    class_weights: list[float] | None = None
 
 
 @dataclass
@@ -87,6 +92,7 @@ class Fitted:
     stopper: EarlyStopping | None = None
     model_state_bytes: int | None = None
     activation_bytes: int | None = None
+    val_confusion: list | None = None
 
 
 @dataclass
@@ -144,7 +150,7 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, sp
             f"with num_classes={declared[1]} was declared; the loaded data have {list(data.input_shape)} "
             f"and {data.num_classes} classes",
         )
-    split = split or split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed)
+    split = split or split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed, data.val_size)
     train_idx, val_idx = (i.to(device) for i in split)
     if len(train_idx) < 2:
         raise ConfigError(
@@ -156,7 +162,13 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, sp
         log.info(
             "batch_size=%d covers all %d training samples: each epoch is one full batch", cfg.batch_size, len(train_idx)
         )
-    loss_fn = build_loss(cfg.loss, data.num_classes, device)
+    weights = class_weights(cfg.loss, data.train_y[train_idx], data.num_classes)
+    loss_fn = build_loss(cfg.loss, data.num_classes, device, weights)
+    augment = build_augment(cfg.augment, cfg.seed, device)
+    if augment is not None and data.layout != "NCHW":
+        raise ConfigError(
+            "augment", cfg.augment.name, f"needs images (NCHW); dataset={cfg.dataset.name} is {data.layout}"
+        )
     seed_everything(cfg.seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data)).to(device, memory_format=memory_format)
@@ -166,7 +178,9 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, sp
     scheduler = build(cfg.scheduler)(optimizer) if cfg.scheduler.get("_target_") else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.grad_scaler)
     amp = autocast(cfg.precision, device)
-    step = eager_step(model, optimizer, scaler, loss_fn, data, amp, memory_format)
+    step = eager_step(model, optimizer, scaler, loss_fn, data, amp, memory_format, augment)
+    if cfg.cuda_graphs and data.streamed:
+        raise ConfigError("cuda_graphs", True, "needs the data resident; raise dataset.resident_max_mb")
     if cfg.cuda_graphs:
         step = GraphedStep(step, optimizer, cfg.batch_size, device)
     return Run(
@@ -174,7 +188,7 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, sp
         device=device,
         data=data,
         train_idx=train_idx,
-        val_x=data.train_x[val_idx],
+        val_x=take(data.train_x, val_idx),
         val_y=data.train_y[val_idx],
         net=net,
         model=model,
@@ -190,6 +204,8 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, sp
         scaler=scaler,
         batch_order=torch.Generator().manual_seed(cfg.seed),
         out_dir=out_dir,
+        augment=augment,
+        class_weights=weights,
     )
 
 
@@ -206,15 +222,17 @@ def train_epoch(
     batch_size = run.cfg.batch_size
     n = len(order) - (len(order) % batch_size == 1)
     logits = torch.empty(n, run.data.num_classes, device=order.device)
+    streamed = run.data.train_x.batches(order, batch_size, n) if run.data.streamed else None
     run.clock.reset()
     run.clock.mark()
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
+        inputs = None if streamed is None else next(streamed)
         if probe is not None and start == 0:
             with probe:
-                out = run.step(batch)
+                out = run.step(batch, inputs)
         else:
-            out = run.step(batch)
+            out = run.step(batch, inputs)
         logits[start : start + len(batch)] = out.detach()
         run.clock.mark()
         bar.update()
@@ -245,7 +263,8 @@ def one_epoch(
     train_acc = accuracy(logits.argmax(1), targets)
     with meter.phase(f"val_epoch_{epoch}"):
         start = time.perf_counter()
-        val_loss, val_acc = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.amp)
+        val_loss, val_acc, val_logits = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.amp)
+        scores, val_confusion = task_figures(val_logits, run.val_y, run.data.positive, "val")
         eval_time = time.perf_counter() - start
     if run.scheduler is not None:
         run.scheduler.step()
@@ -256,6 +275,8 @@ def one_epoch(
         "train_acc": train_acc,
         "val_loss": val_loss,
         "val_acc": val_acc,
+        **scores,
+        "val_confusion": val_confusion,
         "lr": lr,
         "epoch_time_s": epoch_time,
         "samples_per_s": len(targets) / epoch_time,
@@ -302,7 +323,8 @@ def fit(run: Run, recorder: Recorder, meter: EnergyMeter, resumed: dict | None =
             out.samples_per_epoch = computed["samples"]
             out.eval_time_s += computed["eval_time_s"]
             out.history.append(figures.history_row(computed))
-            recorder.epoch(out.history, run.net)
+            recorder.epoch(out.history, run.net, computed["val_confusion"])
+            out.val_confusion = computed["val_confusion"]
             stop = out.stopper.epoch(out.history[-1], run.net)
             if run.cfg.checkpoint.every and epoch % run.cfg.checkpoint.every == 0:
                 save_checkpoint(run, epoch, out)
@@ -327,7 +349,7 @@ def save_checkpoint(run: Run, epoch: int, fitted: Fitted) -> None:
             "scaler": run.scaler.state_dict(),
             "history": fitted.history,
             "early_stopping": fitted.stopper.state(),
-            "rng": checkpoint.rng_state(run.batch_order),
+            "rng": checkpoint.rng_state(run.batch_order, None if run.augment is None else run.augment.generator),
             "config": OmegaConf.to_container(run.cfg, resolve=True),
         },
     )
@@ -341,7 +363,7 @@ def restore(run: Run, state: dict) -> None:
     if run.scheduler is not None:
         run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
-    checkpoint.restore_rng(state["rng"], run.batch_order)
+    checkpoint.restore_rng(state["rng"], run.batch_order, None if run.augment is None else run.augment.generator)
 
 
 def eval_energy(history: list[dict], test_kwh: float | None) -> float | None:
@@ -386,6 +408,7 @@ def run_record(status: str, summary: dict, error: str | None = None, **about: ob
         **{k: about.get(k) for k in (*keys, "model_file", "env")},
         "swept": about.get("swept") or {},
         "choices": about.get("choices") or {},
+        **(about.get("task") or dict.fromkeys(TASK_KEYS)),
     }
 
 
@@ -434,11 +457,13 @@ def train(
         with EnergyMeter(cfg.energy, out_dir) as meter:
             fitted = fit(run, recorder, meter, resumed)
             test_acc, eval_time = None, fitted.eval_time_s
+            test_scores, test_confusion = {k: None for k in figures.test_task_figures()}, None
             if fitted.status == "ok":
                 fitted.stopper.restore(run.net)
                 with meter.phase("test"):
                     start = time.perf_counter()
-                    test_acc = evaluate(run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.amp)[1]
+                    _, test_acc, logits = evaluate(run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.amp)
+                    test_scores, test_confusion = task_figures(logits, run.data.test_y, run.data.positive, "test")
                     eval_time += time.perf_counter() - start
         energy = meter.figures()
         peaks = run.memory.read()
@@ -454,6 +479,7 @@ def train(
             **speed,
             **peaks,
             "test_acc": test_acc,
+            **test_scores,
             "eval_time_s": eval_time,
             "logging_time_s": recorder.elapsed,
             "startup_s": fitted.first_step_at - started,
@@ -494,12 +520,19 @@ def train(
             swept=swept or {},
             choices=choices or {},
             env=environment(device),
+            task={
+                "class_names": list(run.data.class_names or []) or None,
+                "positive": run.data.positive if run.data.num_classes == 2 else None,
+                "class_weights": run.class_weights,
+                "val_confusion": fitted.val_confusion,
+                "test_confusion": test_confusion,
+            },
         )
         recorder.finish(metrics)
     if saved:
         save_state_dict(out_dir / MODEL_FILE, run.net.state_dict())
     if cfg.deploy.variants and fitted.status == "ok":
-        served = deploy(run.net, run.data.test_x, run.data.test_y, cfg.deploy, out_dir)
+        served = deploy(run.net, run.data.test_x[:], run.data.test_y, cfg.deploy, out_dir)
         breakdown["deploy_s"] = served.pop("deploy_time_s")
         metrics.update(served)
     metrics["time_breakdown"] = close_breakdown(breakdown, started, recorder.elapsed)

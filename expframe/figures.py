@@ -89,6 +89,20 @@ def _per_mb(key: str) -> Callable[[dict], float | None]:
     return lambda row: None if row.get(key) is None else row[key] / MB
 
 
+# classifier figures from the confusion matrix (macro F1 for every task; the others of the positive
+# class, binary tasks only, null otherwise) and AUROC: expframe.scoring.task_figures
+TASK_FIGURES = (
+    ("macro_f1", "macro F1"),
+    ("f1", "F1 (positive class)"),
+    ("precision", "precision (positive class)"),
+    ("recall", "sensitivity (recall)"),
+    ("specificity", "specificity"),
+    ("auroc", "AUROC"),
+)
+# default report columns; a column null in every run (a multiclass sweep's binary figures) is left out
+REPORTED_TASK_FIGURES = ("f1", "recall", "specificity", "auroc")
+
+
 FIGURES: tuple[Figure, ...] = (
     Figure("train_loss", "training loss", higher_is_better=False, per_epoch=True, tag="loss/train"),
     Figure("train_acc", "training accuracy", higher_is_better=True, per_epoch=True, tag="acc/train"),
@@ -124,6 +138,31 @@ FIGURES: tuple[Figure, ...] = (
         hparam=True,
         objective=True,
         report=True,
+    ),
+    *(
+        figure
+        for name, label in TASK_FIGURES
+        for figure in (
+            Figure(
+                f"val_{name}",
+                f"validation {label}",
+                higher_is_better=True,
+                per_epoch=True,
+                tag=f"{name}/val",
+                summary="last",
+                hparam=True,
+                objective=True,
+            ),
+            Figure(
+                f"test_{name}",
+                f"test {label}",
+                higher_is_better=True,
+                summary="run",
+                hparam=True,
+                objective=True,
+                report=name in REPORTED_TASK_FIGURES,
+            ),
+        )
     ),
     Figure("lr", "learning rate", per_epoch=True, tag="lr", fmt=".3g"),
     Figure(
@@ -411,6 +450,10 @@ def names(figures: Iterable[Figure]) -> list[str]:
 
 def objectives() -> list[str]:
     return [f.name for f in FIGURES if f.objective]
+
+
+def test_task_figures() -> list[str]:
+    return [f"test_{name}" for name, _ in TASK_FIGURES]
 
 
 def report_columns() -> list[str]:

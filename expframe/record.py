@@ -97,7 +97,8 @@ class Recorder:
     def save_history(self, history: list[dict]) -> None:
         write_csv(self.out_dir / "history.csv", history)
 
-    def epoch(self, history: list[dict], model: nn.Module) -> None:
+    def epoch(self, history: list[dict], model: nn.Module, confusion: list | None = None) -> None:
+        """`confusion`: the epoch's validation confusion matrix, drawn as an image."""
         start = time.perf_counter()
         self.save_history(history)
         if self.writer is not None:
@@ -106,6 +107,8 @@ class Recorder:
             for f in figures.per_epoch():
                 if f.tag and row[f.name] is not None:
                     w.add_scalar(f.tag, row[f.name], step)
+            if confusion is not None:
+                w.add_image("confusion/val", confusion_image(confusion), step)
             if self.histogram_every and step % self.histogram_every == 0:
                 for name, param in model.named_parameters():
                     label = self.layer_names.get(name, name)
@@ -119,12 +122,29 @@ class Recorder:
         job-level run has the row), the HParams row that lines it up with its sweep."""
         if self.writer is None:
             return
+        if metrics.get("test_confusion") is not None:
+            self.writer.add_image(
+                "confusion/test", confusion_image(metrics["test_confusion"]), metrics["epochs_run"] or 0
+            )
         if self.hparams:
             write_hparams(self.writer, metrics, self.swept)
         else:
             for tag, value in whole_run_figures(metrics).items():
                 self.writer.add_scalar(tag, value, int(metrics["epochs_run"] or 0))
         self.writer.flush()
+
+
+def confusion_image(matrix: list[list[int]], cell: int = 24) -> torch.Tensor:
+    """Rows the true class, columns the predicted one; each cell's share of its row from white (0)
+    to dark blue (1), a grey line between cells. No text: the counts are in metrics.json."""
+    counts = torch.tensor(matrix, dtype=torch.float32)
+    share = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    white, blue = torch.tensor([255.0, 255.0, 255.0]), torch.tensor([8.0, 48.0, 107.0])
+    colours = white + share.unsqueeze(-1) * (blue - white)  # (k, k, 3)
+    image = colours.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    image[::cell, :, :] = 160
+    image[:, ::cell, :] = 160
+    return image.permute(2, 0, 1).to(torch.uint8)
 
 
 def whole_run_figures(metrics: dict) -> dict[str, float]:

@@ -165,8 +165,8 @@ def runs_table(runs: list[dict]):
         row["job"] = int(job) if job.isdigit() else None
         rows.append(row)
     df = pd.DataFrame(rows)
-    for key in [*summary, *(f"{k}_fold_std" for k in summary), "cv_folds"]:
-        df[key] = pd.to_numeric(df[key], errors="coerce")
+    numeric = [*summary, *(f"{k}_fold_std" for k in summary), "cv_folds"]
+    df = pd.concat([df.drop(columns=numeric), df[numeric].apply(pd.to_numeric, errors="coerce")], axis=1)
     # config values as the text an override would use, built from the runs' own values: pandas would
     # turn [None, 3] into floats with a NaN that some versions then drop from "what varies"
     config_columns = pd.DataFrame(
@@ -496,7 +496,8 @@ def report(
         differ = ", ".join(varying)
         raise SystemExit(f"error: --by {unknown[0]}: not a config key of these runs; keys that differ: {differ}")
     known = figures.names(figures.in_summary())
-    chosen = metrics or figures.report_columns()
+    task = figures.test_task_figures()  # null in every run of a multiclass sweep: no column
+    chosen = metrics or [m for m in figures.report_columns() if m not in task or df[m].notna().any()]
     bad = [m for m in chosen if m not in known]
     if bad:
         raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(known)}")

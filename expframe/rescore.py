@@ -49,8 +49,8 @@ def rescore(run_dir: Path, device: str | None = None) -> dict:
     net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data))
     net.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True))
     net.to(target)
-    loss_fn = build_loss(cfg.loss, data.num_classes, target)
-    test_loss, test_acc = evaluate(net, loss_fn, data.test_x, data.test_y, autocast(cfg.precision, target))
+    loss_fn = build_loss(cfg.loss, data.num_classes, target, recorded.get("class_weights"))
+    test_loss, test_acc, _ = evaluate(net, loss_fn, data.test_x, data.test_y, autocast(cfg.precision, target))
     return {
         "test_acc": test_acc,
         "test_loss": test_loss,

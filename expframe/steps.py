@@ -8,8 +8,9 @@ from torch import nn
 
 from expframe.data import DeviceData
 
-# a batch of indices in, the batch's logits (before the update) out
-Step = Callable[[torch.Tensor], torch.Tensor]
+# a batch of indices in (and, streamed, its inputs already on the device), the batch's logits
+# (before the update) out
+Step = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def eager_step(
@@ -20,10 +21,16 @@ def eager_step(
     data: DeviceData,
     amp: AbstractContextManager,
     memory_format: torch.memory_format,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Step:
-    def step(batch: torch.Tensor) -> torch.Tensor:
+    """`augment`: applied to each training batch after the gather (expframe.augment)."""
+
+    def step(batch: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        x = data.train_x[batch] if inputs is None else inputs
+        if augment is not None:
+            x = augment(x)
         with amp:
-            logits = model(data.train_x[batch].contiguous(memory_format=memory_format))
+            logits = model(x.contiguous(memory_format=memory_format))
             loss = loss_fn(logits, data.train_y[batch])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -54,7 +61,7 @@ class GraphedStep:
         self.logits: torch.Tensor | None = None
         self.warm = 0
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         if len(batch) != len(self.index):
             return self.step(batch)
         if self.warm < self.WARMUP_STEPS:

@@ -12,10 +12,12 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import figures
+from expframe.augment import check_settings as check_augment
 from expframe.deploy.serve import check_settings as check_deploy
 from expframe.dry_build import dry_build
 from expframe.energy import check_settings
 from expframe.errors import ConfigError
+from expframe.losses import check_class_weights
 from expframe.runtime import check_precision, resolve_device
 
 
@@ -80,6 +82,14 @@ RULES = (
     Rule("dataset.source.test_size", int, lambda v: v >= 1, "an integer >= 1", optional=True),
     Rule("dataset.source.repeat", int, lambda v: v >= 1, "an integer >= 1", optional=True),
     Rule("dataset.source.n_train", int, lambda v: v >= 2, "an integer >= 2", optional=True),
+    Rule(
+        "dataset.resident_max_mb", float, lambda v: v >= 0, "a number of MB >= 0 (null: always resident)", optional=True
+    ),
+    Rule(
+        "dataset.workers", int, lambda v: v >= 0, "an integer >= 0 (DataLoader workers when streaming)", optional=True
+    ),
+    Rule("dataset.strict", bool, lambda v: True, "true or false", optional=True),
+    Rule("model.freeze_backbone", bool, lambda v: True, "true or false", optional=True),
     Rule("dataset.source.n_test", int, lambda v: v >= 1, "an integer >= 1", optional=True),
 )
 
@@ -145,6 +155,10 @@ def check_cuda_graphs(cfg: DictConfig, device: torch.device) -> None:
         raise ConfigError("cuda_graphs", True, "needs a constant learning rate (scheduler=none)")
     if cfg.compile:
         raise ConfigError("cuda_graphs", True, "and compile=true exclude each other")
+    if cfg.augment.name != "none":
+        raise ConfigError(
+            "cuda_graphs", True, f"cannot capture augment={cfg.augment.name}'s random draws; use augment=none"
+        )
 
 
 def validate(cfg: DictConfig) -> torch.device:
@@ -152,6 +166,8 @@ def validate(cfg: DictConfig) -> torch.device:
     check_values(cfg)
     check_settings(cfg.energy)
     check_deploy(cfg.deploy)
+    check_augment(cfg.augment)
+    check_class_weights(cfg.loss)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     check_cuda_graphs(cfg, device)

@@ -11,7 +11,7 @@ from expframe.engine import model_inputs
 from expframe.models import build_model
 from tests.conftest import CONF, make_cfg, run_cli
 
-GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "loss", "precision", "device"]
+GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "loss", "precision", "device", "augment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -35,14 +35,15 @@ def model_for(cfg, data: DeviceData = TINY) -> torch.nn.Module:
 
 def test_every_group_has_its_options():
     names = {g: {o for gg, o in OPTIONS if gg == g} for g in GROUPS}
-    assert names["dataset"] == {"mnist_5k", "digits", "mnist", "fashion_mnist", "cifar10", "synthetic"}
+    assert names["dataset"] == {"mnist_5k", "digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "image_folder"}
     assert names["activation"] == {"relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "silu"}
     assert names["optimizer"] == {"sgd", "sgd_momentum", "adam", "adamw", "rmsprop"}
     assert names["scheduler"] == {"none", "step", "exponential", "cosine"}
     assert names["init"] == {"default", "zeros", "kaiming", "xavier", "orthogonal"}
     assert names["precision"] == {"fp32", "fp16", "bf16"}
     assert names["device"] == {"auto", "cpu", "cuda"}
-    assert names["model"] == {"mlp", "cnn"}
+    assert names["model"] == {"mlp", "cnn", "resnet"}
+    assert names["augment"] == {"none", "basic"}
     assert names["loss"] == {"cross_entropy"}
 
 

@@ -1,5 +1,6 @@
 """Data sets held as normalised tensors on the training device, loaded once per process."""
 
-from expframe.data.device_data import DeviceData, load, split_indices
+from expframe.data.device_data import DeviceData, load, split_indices, take
+from expframe.data.image_store import ImageStore
 
-__all__ = ["DeviceData", "load", "split_indices"]
+__all__ = ["DeviceData", "ImageStore", "load", "split_indices", "take"]

@@ -1,26 +1,39 @@
 """Normalise once, move to the device once, and keep the result for every later job in the process."""
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from expframe.build import build
+from expframe.data.image_store import ImageStore, channel_stats
+
+log = logging.getLogger("expframe")
 
 
 @dataclass(frozen=True)
 class DeviceData:
-    train_x: torch.Tensor
+    # float tensors, or an ImageStore (uint8 images normalised per batch) for image folders
+    train_x: torch.Tensor | ImageStore
     train_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: torch.Tensor | ImageStore
     test_y: torch.Tensor
     num_classes: int
     # axis names of train_x, batch first: "NCHW" for images, "NF" for feature vectors
     layout: str = "NCHW"
+    class_names: tuple[str, ...] | None = None
+    positive: int = 1
+    # a fixed validation set: the last `val_size` samples of the training set
+    val_size: int | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train_x, ImageStore) and self.train_x.streamed
 
 
 _CACHE: dict[tuple[str, str], DeviceData] = {}
@@ -28,26 +41,47 @@ _CACHE: dict[tuple[str, str], DeviceData] = {}
 
 def load(dataset: DictConfig, device: torch.device) -> DeviceData:
     """Statistics per channel (C) or feature (F), over the batch and spatial axes of the source's
-    layout, from the whole training set, so they do not move with the seed."""
-    key = (OmegaConf.to_yaml(dataset.source, resolve=True), str(device))
+    layout, from the whole training set, so they do not move with the seed. uint8 images stay
+    uint8 (resident on the device, or streamed above `dataset.resident_max_mb`)."""
+    resident_max_mb = dataset.get("resident_max_mb")
+    key = (OmegaConf.to_yaml(dataset.source, resolve=True) + f"{resident_max_mb}", str(device))
     if key not in _CACHE:
         raw = build(dataset.source)
-        dims = [i for i, axis in enumerate(raw.layout) if axis not in "CF"]
-        mean = raw.train_x.mean(dim=dims, keepdim=True)
-        std = raw.train_x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+        about = {"class_names": raw.class_names, "positive": raw.positive, "val_size": raw.val_size}
+        if raw.train_x.dtype == torch.uint8:
+            mean, std = channel_stats(raw.train_x)
+            size_mb = (raw.train_x.numel() + raw.test_x.numel()) / 2**20
+            streamed = resident_max_mb is not None and size_mb > resident_max_mb
+            workers = dataset.get("workers") or 0
+            train_x = ImageStore(raw.train_x, mean, std, device, streamed, workers)
+            test_x = ImageStore(raw.test_x, mean, std, device, streamed, workers)
+            if streamed:
+                log.info(
+                    "%.0f MB of images > dataset.resident_max_mb=%s: streamed from the cache", size_mb, resident_max_mb
+                )
+        else:
+            dims = [i for i, axis in enumerate(raw.layout) if axis not in "CF"]
+            mean = raw.train_x.mean(dim=dims, keepdim=True)
+            std = raw.train_x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+            train_x, test_x = ((raw.train_x - mean) / std).to(device), ((raw.test_x - mean) / std).to(device)
         _CACHE[key] = DeviceData(
-            ((raw.train_x - mean) / std).to(device),
-            raw.train_y.to(device),
-            ((raw.test_x - mean) / std).to(device),
-            raw.test_y.to(device),
-            raw.num_classes,
-            raw.layout,
+            train_x, raw.train_y.to(device), test_x, raw.test_y.to(device), raw.num_classes, raw.layout, **about
         )
     return _CACHE[key]
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded train/validation split of the training set, as index tensors (no copies)."""
+def take(x: torch.Tensor | ImageStore, idx: torch.Tensor) -> torch.Tensor | ImageStore:
+    """Rows of a data tensor; an image store stays uint8 (the validation set of an image folder)."""
+    return x.subset(idx) if isinstance(x, ImageStore) else x[idx]
+
+
+def split_indices(
+    n: int, val_fraction: float, seed: int, val_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded train/validation split of the training set, as index tensors (no copies); with a fixed
+    validation set (`val_size` last samples), that one."""
+    if val_size:
+        return torch.arange(n - val_size), torch.arange(n - val_size, n)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(n * val_fraction))
     return order[n_val:], order[:n_val]

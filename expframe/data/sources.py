@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from expframe import PROJECT_ROOT
 from expframe.errors import ConfigError, short_reason
@@ -29,6 +29,11 @@ class RawSplits:
     test_y: torch.Tensor
     num_classes: int
     layout: str = "NCHW"
+    class_names: tuple[str, ...] | None = None
+    # the label binary figures (F1, sensitivity, ...) treat as positive
+    positive: int = 1
+    # a fixed validation set (an image folder's val/): the last `val_size` training samples
+    val_size: int | None = None
 
 
 def _fixed_holdout(x: np.ndarray, y: np.ndarray, test_size: int, num_classes: int) -> RawSplits:
@@ -115,6 +120,12 @@ def check_available(source: DictConfig) -> None:
     """
     if source.get("_target_") == f"{__name__}.torchvision_set":
         _open_torchvision(source.dataset_class, source.root, source.download)
+    if source.get("_target_") == "expframe.data.image_folder.image_folder":
+        from expframe.data.image_folder import list_files
+
+        if source.root is None:
+            raise ConfigError("dataset.root", None, "must name a folder holding train/<class>/ and test/<class>/")
+        list_files(project_path(source.root), OmegaConf.to_container(source.classes) if source.classes else None)
 
 
 def synthetic(shape: list[int], num_classes: int, n_train: int, n_test: int, seed: int) -> RawSplits:

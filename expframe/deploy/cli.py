@@ -54,7 +54,7 @@ def deploy_run(run_dir: Path, chosen: DictConfig) -> dict:
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise ConfigError("RUN_DIR", str(run_dir), f"{MODEL_FILE} does not fit the saved config ({first})") from None
-    served = deploy(net, data.test_x, data.test_y, chosen, run_dir)
+    served = deploy(net, data.test_x[:], data.test_y, chosen, run_dir)
     write_json(run_dir / "metrics.json", {**metrics, **served})
     return served
 

@@ -3,10 +3,12 @@
 from expframe.models.contract import ActivationFactory, ModelFamily, ModelInputs, build_model
 from expframe.models.init import apply_init, initialised_layers
 from expframe.models.networks import CNN, MLP
+from expframe.models.resnet import ResNet
 
 __all__ = [
     "CNN",
     "MLP",
+    "ResNet",
     "ActivationFactory",
     "ModelFamily",
     "ModelInputs",

@@ -5,7 +5,8 @@ called with keyword arguments only: the three below, which come from the data se
 `activation` group, plus every other key of its YAML file (depth, width, channels, ...). It returns
 an nn.Module that maps a batch shaped `(N, *input_shape)` to logits `(N, num_classes)`.
 `build_model` checks that on a two-sample batch before any training, so a family that breaks the
-contract fails in one line instead of inside the first step.
+contract fails in one line instead of inside the first step. A module with an `after_init()` method
+has it called once the `init` group has run (a ResNet loads local weights there, so they win).
 """
 
 from collections.abc import Callable
@@ -45,6 +46,8 @@ def build_model(model: DictConfig, activation: DictConfig, init: DictConfig, inp
         raise ConfigError("model._target_", model._target_, f"must build an nn.Module, built a {type(net).__name__}")
     activation_module = make_activation()
     apply_init(net, for_activation(build(init.weight), activation_module), build(init.bias))
+    if callable(getattr(net, "after_init", None)):
+        net.after_init()
     _check_output(net, model._target_, inputs)
     return net
 
