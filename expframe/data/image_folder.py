@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from expframe.errors import ConfigError, short_reason
 from expframe.outputs import write_atomic
 
 log = logging.getLogger("expframe")
+# torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they still decode PNG and JPEG
+# here, and one warning per file would bury the log (README "Your own images")
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SPLITS = ("train", "val", "test")
