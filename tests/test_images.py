@@ -143,7 +143,9 @@ def test_mvtec_layout_with_a_classes_map(tmp_path):
             "test": {"good": zeros[20:30], "scratch": ones[5:9], "crack": sevens[:3]},
         },
     )
-    raw = image_folder(str(tmp_path / "parts"), SIZE, 1, classes={"good": 0, "*": 1}, cache_dir=str(tmp_path / "c"))
+    raw = image_folder(
+        str(tmp_path / "parts"), SIZE, 1, classes={"good": 0, "_other_": 1}, cache_dir=str(tmp_path / "c")
+    )
     assert raw.class_names == ("good", "other") and raw.positive == 1
     assert raw.test_y.bincount().tolist() == [10, 7]
 

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import CONF, ROOT, run_cli
@@ -40,9 +41,11 @@ def test_readme_shows_install_run_and_test():
     assert len(COMMANDS) >= 5
 
 
-def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
+def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = None) -> list[str]:
     if "--help" in args:
         return args
+    if args[:2] == ["-m", "tests.benchmark_images"]:
+        return [*args[:2], "--images", "120", "--size", "32", "--epochs", "2"]
     if args[:2] == ["-m", "tests.benchmark"]:
         return [
             *args,
@@ -66,17 +69,22 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root) -> list[str]:
         extra.append(f"hydra.run.dir={tmp_path / 'run'}")
     if "dataset=mnist" in args:
         extra += [f"dataset.root={tiny_mnist_root}", "dataset.download=false"]
+    if "dataset=image_folder" in args:
+        layout = "mvtec" if any(a.startswith("dataset.classes=") for a in args) else "xray"
+        extra += [f"dataset.root={images[layout]}", "dataset.image_size=32", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    if "device=cuda" in args and not torch.cuda.is_available():  # the command as written, on this machine's CPU
+        args = ["device=cpu" if a == "device=cuda" else a for a in args]
     return args + extra
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs(command, tmp_path, tiny_mnist_root):
+def test_readme_command_runs(command, tmp_path, tiny_mnist_root, tiny_image_roots):
     args = shlex.split(command)[1:]
     if any(a.startswith("resume=") for a in args):  # the README's run folder is an example: make one
         first = [a for a in args if not a.startswith("resume=")]
         assert run_cli(*shrink(first, tmp_path, tiny_mnist_root)).returncode == 0
         args = [f"resume={tmp_path / 'run'}" if a.startswith("resume=") else a for a in args]
-    out = run_cli(*shrink(args, tmp_path, tiny_mnist_root))
+    out = run_cli(*shrink(args, tmp_path, tiny_mnist_root, tiny_image_roots))
     assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
     if "--help" in args:
         assert "dataset:" in out.stdout
@@ -115,6 +123,12 @@ def test_readme_inline_command_runs(command, tmp_path, tiny_mnist_root):
         return
     out = run_cli(*shrink(args, tmp_path, tiny_mnist_root))
     assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
+    if args[:2] == ["-m", "tests.benchmark_images"]:
+        names = ("ImageFolder, 0 workers", "ImageFolder, 2 workers", "expframe ", "hand-written")
+        rows = out.stdout.splitlines()[2:6]
+        assert all(row.startswith(name) for row, name in zip(rows, names, strict=True)), out.stdout
+        assert re.search(r"later epochs: best ImageFolder / expframe = [\d.]+x", out.stdout)
+        assert re.search(r"cache hit: [\d.]+ s", out.stdout)
 
 
 def test_readme_optuna_trials_command_reads_the_study(tmp_path):

@@ -4,7 +4,7 @@ cached in one file keyed by the file list, sizes, mtimes and the decoding settin
 Decoding is the slow part of an image data set (PIL per sample per epoch is what the practical's
 ImageFolder loop pays); after the first run the cache is memory-mapped, so loading thousands of
 images costs a file open. Labels come from the folder names under `train/` (sorted), or from a
-`classes` map (`{good: 0, "*": 1}`: `*` stands for every other folder, the MVTec layout).
+`classes` map (`{good: 0, _other_: 1}`: `_other_` stands for every other folder, the MVTec layout).
 """
 
 import hashlib
@@ -32,7 +32,7 @@ warnings.filterwarnings(
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1
-OTHER = "*"
+OTHER = "_other_"  # a folder name nobody uses, and a valid key on the command line
 
 
 def _folders(split_dir: Path) -> list[Path]:
