@@ -22,6 +22,7 @@ from expframe.build import build
 from expframe.errors import ConfigError, as_typed, short_reason
 from expframe.losses import build_loss
 from expframe.models import ModelInputs, build_model
+from expframe.models.contract import check_output
 
 # what the code passes to a target besides its YAML keys
 PASSED_BY_CODE = {
@@ -31,6 +32,8 @@ PASSED_BY_CODE = {
     "init.weight": {"tensor"},
     "init.bias": {"tensor"},
 }
+# parameters up to which the dry build checks a model's output on the CPU rather than the meta device
+CPU_CHECK_PARAMS = 2_000_000
 # keys of a `_target_` node that expframe reads itself and does not pass on
 READ_BY_CODE = {"loss": {"class_weights"}}
 TARGETS = ("model", "activation", "optimizer", "scheduler", "loss", "init.weight", "init.bias", "dataset.source")
@@ -109,6 +112,17 @@ def dry_build(cfg: DictConfig) -> None:
         _dry_build(cfg)
 
 
+def check_output_cheaply(model: torch.nn.Module, cfg: DictConfig, inputs: ModelInputs) -> None:
+    """A forward pass on the meta device runs PyTorch's Python decompositions, whose first use in a
+    process imports torch._dynamo and sympy (~1 s). A model small enough to build in milliseconds is
+    built again on the CPU and checked there; only a big one is checked on the meta device."""
+    if sum(p.numel() for p in model.parameters()) > CPU_CHECK_PARAMS:
+        check_output(model, cfg.model._target_, inputs)
+        return
+    with torch.device("cpu"):
+        build_model(cfg.model, cfg.activation, cfg.init, inputs)
+
+
 def _dry_build(cfg: DictConfig) -> None:
     for path in TARGETS:
         node = OmegaConf.select(cfg, path)
@@ -120,7 +134,8 @@ def _dry_build(cfg: DictConfig) -> None:
             _built(path, cfg, lambda node=node: build(node)(torch.empty(4, 4)))
     inputs = ModelInputs(tuple(cfg.dataset.input_shape), cfg.dataset.num_classes)
     try:
-        model = build_model(cfg.model, cfg.activation, cfg.init, inputs)
+        model = build_model(cfg.model, cfg.activation, cfg.init, inputs, check=False)
+        check_output_cheaply(model, cfg, inputs)
     except ConfigError:
         raise
     except Exception as e:

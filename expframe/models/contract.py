@@ -38,8 +38,11 @@ class ModelFamily(Protocol):
     ) -> nn.Module: ...
 
 
-def build_model(model: DictConfig, activation: DictConfig, init: DictConfig, inputs: ModelInputs) -> nn.Module:
-    """The family's network, initialised by the `init` group, its output shape checked (on the CPU)."""
+def build_model(
+    model: DictConfig, activation: DictConfig, init: DictConfig, inputs: ModelInputs, check: bool = True
+) -> nn.Module:
+    """The family's network, initialised by the `init` group, its output shape checked (unless `check`
+    is false) on the device it was built on."""
     make_activation = build(activation)
     net = build(model, input_shape=inputs.input_shape, num_classes=inputs.num_classes, activation=make_activation)
     if not isinstance(net, nn.Module):
@@ -48,11 +51,12 @@ def build_model(model: DictConfig, activation: DictConfig, init: DictConfig, inp
     apply_init(net, for_activation(build(init.weight), activation_module), build(init.bias))
     if callable(getattr(net, "after_init", None)):
         net.after_init()
-    _check_output(net, model._target_, inputs)
+    if check:
+        check_output(net, model._target_, inputs)
     return net
 
 
-def _check_output(net: nn.Module, target: str, inputs: ModelInputs) -> None:
+def check_output(net: nn.Module, target: str, inputs: ModelInputs) -> None:
     """Eval mode under no_grad: BatchNorm statistics, dropout's random stream and the weights stay as built."""
     was_training = net.training
     net.eval()
