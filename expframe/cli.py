@@ -8,6 +8,7 @@ from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from expframe.compose_once import ComposeOnceSweeper
 from expframe.energy import warm_up_for
 from expframe.errors import ConfigError
 from expframe.optuna_sweeper import ResumableOptunaSweeper
@@ -37,6 +38,7 @@ def run_cli(main: Callable[[], object]) -> None:
     HYDRA_FULL_ERROR=1 set by the user keeps Hydra's full report for debugging.
     """
     Plugins.instance().register(ResumableOptunaSweeper)
+    Plugins.instance().register(ComposeOnceSweeper)
     warm_up_for(sys.argv[1:])
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()

@@ -18,6 +18,8 @@ log = logging.getLogger("expframe")
 def check_sweep_values(cfg: DictConfig) -> None:
     """Every value of a command-line sweep (`key=a,b`), checked before the first job starts."""
     sources = [Path(src.path) for src in cfg.hydra.runtime.config_sources if src.schema == "file"]
+    # what a job receives: Hydra's own node is most of the config and no check reads it
+    job_part = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     for override in OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task)):
         if not (override.is_choice_sweep() or override.is_range_sweep()):
             continue
@@ -30,7 +32,7 @@ def check_sweep_values(cfg: DictConfig) -> None:
                     raise ConfigError(key, value, f"must be one of {', '.join(options)}")
             continue
         for value in override.sweep_iterator():
-            trial = copy.deepcopy(cfg)
+            trial = copy.deepcopy(job_part)
             with read_write(trial), open_dict(trial):
                 OmegaConf.update(trial, key, value, force_add=True)
             check_values(trial)
