@@ -15,6 +15,7 @@ import numpy as np
 from expframe import figures
 
 ALPHA = 0.05
+MAX_SEEDS = 10_000
 POWER = 0.8
 
 
@@ -125,13 +126,25 @@ def seeds_needed(sd: float, difference: float, alpha: float = ALPHA, power: floa
 
     if not sd or sd != sd or difference <= 0:
         return None
-    for n in range(2, 10_001):
+
+    def reached(n: int) -> bool:
         df = 2 * n - 2
         nc = difference / (sd * np.sqrt(2 / n))
         t = stats.t.ppf(1 - alpha / 2, df)
-        if stats.nct.sf(t, df, nc) + stats.nct.cdf(-t, df, nc) >= power:
-            return n
-    return None
+        return stats.nct.sf(t, df, nc) + stats.nct.cdf(-t, df, nc) >= power
+
+    # the power grows with n: double n until it reaches the power, then bisect (a few dozen scipy
+    # calls, not up to 10,000; far out, the noncentral t of scipy loses precision, so go no further)
+    high = 2
+    while not reached(high):
+        if high >= MAX_SEEDS:
+            return None
+        high *= 2
+    low = max(2, high // 2)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if reached(middle) else (middle + 1, high)
+    return low
 
 
 def pooled_sd(ok, keys: list[str], figure: str) -> float | None:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from expframe.checkpoint import check_resumable
 from expframe.data.sources import check_available
 from expframe.errors import ConfigError
+from expframe.report_worker import Worker
 from expframe.sweeps import check_sweep_values, log_status_counts
 from expframe.validate import validate
 
@@ -87,10 +88,15 @@ class ExpframeCallback(Callback):
 def summarise_sweep(sweep_dir: Path, auto_report: bool) -> None:
     """One line per status, then the report: at the end of a sweep, or when Ctrl-C stops it."""
     log_status_counts(sweep_dir)
-    if auto_report and sweep_dir.is_dir():
-        try:
+    if not (auto_report and sweep_dir.is_dir()):
+        Worker.stop()
+        return
+    try:
+        markdown = Worker.report(sweep_dir)
+        if markdown is None:
             from expframe.report import report
 
-            log.info("report written to %s:\n%s", sweep_dir, report([sweep_dir], sweep_dir))
-        except (Exception, SystemExit) as e:
-            log.warning("no report for %s: %s", sweep_dir, e)
+            markdown = report([sweep_dir], sweep_dir)
+        log.info("report written to %s:\n%s", sweep_dir, markdown)
+    except (Exception, SystemExit) as e:
+        log.warning("no report for %s: %s", sweep_dir, e)

@@ -12,6 +12,7 @@ from expframe.compose_once import ComposeOnceSweeper
 from expframe.energy import warm_up_for
 from expframe.errors import ConfigError
 from expframe.optuna_sweeper import ResumableOptunaSweeper
+from expframe.report_worker import Worker
 
 USER_ERRORS = (ConfigError, HydraException, OmegaConfBaseException)
 
@@ -40,6 +41,8 @@ def run_cli(main: Callable[[], object]) -> None:
     Plugins.instance().register(ResumableOptunaSweeper)
     Plugins.instance().register(ComposeOnceSweeper)
     warm_up_for(sys.argv[1:])
+    if wants_report(sys.argv[1:]):
+        Worker.start()
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return
@@ -55,6 +58,13 @@ def run_cli(main: Callable[[], object]) -> None:
         if not _flag_misuse(e):
             raise
         sys.exit(f"error: {e}")
+
+
+def wants_report(argv: list[str]) -> bool:
+    """A sweep whose command line does not turn the automatic report off, and that trains."""
+    if not {"-m", "--multirun"} & set(argv) or {"--help", "-h", "--cfg", "-c", "--info", "--hydra-help"} & set(argv):
+        return False
+    return not any(a.lower() in ("report.auto=false", "report.auto=0") for a in argv)
 
 
 def _flag_misuse(exc: ValueError) -> bool:

@@ -72,7 +72,7 @@ def write_deploy_figure(df, keys: list[str], path: Path, plt) -> Path | None:
     frame = pd.DataFrame(rows)
     frame["label"] = [", ".join([*(f"{k}={r[k]}" for k in keys), r["variant"]]) for _, r in frame.iterrows()]
     means = frame.groupby("label", sort=False)[["p95_ms", "test_acc", "size_bytes"]].mean()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     area = 30 + 400 * means["size_bytes"] / means["size_bytes"].max()
     ax.scatter(means["p95_ms"], means["test_acc"], s=area, alpha=0.6)
     for label, row in means.iterrows():
@@ -82,6 +82,6 @@ def write_deploy_figure(df, keys: list[str], path: Path, plt) -> Path | None:
     ax.set_ylabel("test accuracy")
     ax.set_title("serving variants: marker area = file size")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return path
