@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -319,23 +320,66 @@ def _short(value: object) -> str:
     return f"{number:.3g}" if not float(number).is_integer() else str(value)
 
 
-def write_figures(df, by: list[str], out: Path) -> list[Path]:
+def write_figures(df, by: list[str], out: Path, forest: tuple[dict, list[str]] | None = None) -> list[Path]:
+    """The report's figures, each drawn by its own painter; `forest`: the ablation's (results, keys)."""
     import matplotlib
 
     matplotlib.use("Agg")
     # categorical axes of numbers-as-text (trial numbers, widths) are meant, not worth a log line each
     logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
-    import pandas as pd
     import seaborn as sns
-    from matplotlib.ticker import MaxNLocator
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
     ok = df[df["status"] == "ok"]
     if ok.empty:
-        return written
+        return []
     data = ok.assign(variant=[short_label(run, by) for _, run in ok.iterrows()])
+    painters = [
+        lambda: _metrics_figure(data, out / "metrics.png", plt, sns),
+        lambda: _loss_figure(data, out / "loss_curves.png", plt, sns),
+        lambda: _tradeoff(data, "epoch_time_s", "val_acc", out / "pareto.png", plt, sns),
+        lambda: write_deploy_figure(ok, by, out / "deploy.png", plt),
+    ]
+    if data["energy_kwh"].notna().any() and data["test_acc"].notna().any():
+        painters.append(lambda: _tradeoff(data, "energy_kwh", "test_acc", out / "accuracy_vs_energy.png", plt, sns))
+    if forest:
+        painters.append(lambda: write_forest(*forest, out / "deltas.png"))
+    return [path for path in paint(painters) if path is not None]
+
+
+# set by the report worker, a single-threaded process: forking it is safe there, not in a process
+# with torch's or CodeCarbon's threads
+FORK_PAINTERS = False
+
+
+def paint(painters: list) -> list[Path | None]:
+    """Each painter's file. In the report worker each figure is drawn in a forked child, so the
+    figures of a sweep's report take the time of the slowest one per core, not of all of them."""
+    if not FORK_PAINTERS or len(painters) < 2:
+        return [painter() for painter in painters]
+    import tempfile
+
+    children = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, painter in enumerate(painters):
+            pid = os.fork()
+            if pid == 0:  # the child: draw, say where, leave without running the parent's clean-up
+                try:
+                    path = painter()
+                    Path(tmp, str(i)).write_text("" if path is None else str(path))
+                    os._exit(0)
+                except BaseException:
+                    log.exception("figure %d failed", i)
+                    os._exit(1)
+            children.append(pid)
+        for pid in children:
+            os.waitpid(pid, 0)
+        answers = [Path(tmp, str(i)) for i in range(len(painters))]
+        return [Path(a.read_text()) if a.exists() and a.read_text() else None for a in answers]
+
+
+def _metrics_figure(data, path: Path, plt, sns) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 0.35 * data["variant"].nunique() + 3), layout="constrained")
     for ax, metric in zip(axes, ("val_acc", "epoch_time_s", "peak_mem_mb"), strict=True):
         # dots with min-max whiskers: no whisker crosses zero, and the axis zooms to the data
@@ -346,27 +390,23 @@ def write_figures(df, by: list[str], out: Path) -> list[Path]:
         if ax is not axes[0]:
             ax.set_yticklabels([])
     fig.suptitle("mean (dot), min-max over seeds (whiskers) and every run (grey)")
-    written.append(_save(fig, out / "metrics.png", plt))
+    return _save(fig, path, plt)
+
+
+def _loss_figure(data, path: Path, plt, sns) -> Path | None:
+    import pandas as pd
+    from matplotlib.ticker import MaxNLocator
 
     curves = _loss_curves(data)
-    if curves:
-        fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
-        sns.lineplot(
-            data=pd.DataFrame(curves), x="epoch", y="loss", hue="variant", style="split", errorbar=_min_max, ax=ax
-        )
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title("train vs validation loss per variant (dashed: validation; band: min-max over seeds)")
-        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
-        written.append(_save(fig, out / "loss_curves.png", plt))
-
-    written.append(_tradeoff(data, "epoch_time_s", "val_acc", out / "pareto.png", plt, sns))
-    if data["energy_kwh"].notna().any() and data["test_acc"].notna().any():
-        written.append(_tradeoff(data, "energy_kwh", "test_acc", out / "accuracy_vs_energy.png", plt, sns))
-    served = write_deploy_figure(ok, by, out / "deploy.png", plt)
-    if served:
-        written.append(served)
-    return written
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    sns.lineplot(data=pd.DataFrame(curves), x="epoch", y="loss", hue="variant", style="split", errorbar=_min_max, ax=ax)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("train vs validation loss per variant (dashed: validation; band: min-max over seeds)")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    return _save(fig, path, plt)
 
 
 def _tradeoff(data, cost: str, gain: str, path: Path, plt, sns) -> Path:
@@ -571,9 +611,7 @@ def report(
     comments += [footnote] if footnote else []
     write_atomic(out / "summary.tex", latex + "".join(f"% {line}\n" for line in comments))
     if plots:
-        write_figures(df, keys, out / "figures")
-        if results:
-            write_forest(results, keys, out / "figures" / "deltas.png")
+        write_figures(df, keys, out / "figures", (results, keys) if results else None)
     return markdown
 
 

@@ -31,9 +31,10 @@ def warm_up() -> None:
     import seaborn  # noqa: F401
     from scipy import stats  # noqa: F401
 
-    from expframe.report import project_defaults
+    from expframe import report
 
-    project_defaults()
+    report.project_defaults()
+    report.FORK_PAINTERS = True
 
 
 def serve() -> None:

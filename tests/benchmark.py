@@ -416,6 +416,61 @@ def contention(repeats: int, epochs: int, repeat: int) -> None:
         )
 
 
+def _wall(*command: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *command], cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def whole_process(repeats: int, jobs: int) -> None:
+    """The figures issue 16 sets targets for, each a whole process, alternated within each repeat,
+    medians over repeats: against `import torch` and the jobs' own training seconds."""
+    card = ("optimizer=sgd,adam", "activation=relu,tanh")
+    seeds = f"seed={','.join(map(str, range(jobs)))}"
+    names = ("torch", "card", "card_train", "noreport", "single", "single_train", "one_job", "many", "many_train")
+    rows: dict[str, list[float]] = {k: [] for k in names}
+    breakdowns: list[dict] = []
+    for _ in range(repeats):
+        rows["torch"].append(_wall("-c", "import torch"))
+        wall, runs = _timed_sweep(*card)
+        rows["card"].append(wall)
+        rows["card_train"].append(sum(m["train_time_s"] for m in runs))
+        rows["noreport"].append(_timed_sweep(*card, "report.auto=false")[0])
+        single = _run()
+        rows["single"].append(single["wall_s"])
+        rows["single_train"].append(single["train_time_s"])
+        rows["one_job"].append(_timed_sweep("seed=0", "epochs=1", "report.auto=false")[0])
+        wall, runs = _timed_sweep(seeds, "epochs=1", "report.auto=false")
+        rows["many"].append(wall)
+        rows["many_train"].append(statistics.median(m["train_time_s"] for m in runs))
+        breakdowns += [m["time_breakdown"] for m in runs if not m["time_breakdown"]["process_startup_s"]]
+    med = {k: statistics.median(v) for k, v in rows.items() if v}
+    card_floor = med["torch"] + med["card_train"]
+    single_floor = med["torch"] + med["single_train"]
+    per_job = (med["many"] - med["one_job"]) / (jobs - 1) - med["many_train"]
+    print(f"whole processes, medians of {repeats}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"import torch: {med['torch']:.2f} s")
+    print(
+        f"card sweep (2x2, report included): {med['card']:.2f} s wall, training {med['card_train']:.2f} s, "
+        f"wall / (import torch + training) = {med['card'] / card_floor:.2f} (target 1.6)"
+    )
+    print(
+        f"card sweep without the report: {med['noreport']:.2f} s; the report adds {med['card'] - med['noreport']:.2f} s"
+    )
+    print(
+        f"single run (python train.py): {med['single']:.2f} s wall, training {med['single_train']:.2f} s, "
+        f"wall / (import torch + training) = {med['single'] / single_floor:.2f} (target 1.4)"
+    )
+    print(
+        f"per-job fixed cost ({jobs} one-epoch jobs against 1, minus training): {per_job:.3f} s (target 0.10); "
+        f"inside the job: "
+        + ", ".join(
+            f"{k} {statistics.median(b[k] or 0 for b in breakdowns):.3f}"
+            for k in ("job_setup_s", "evaluation_s", "logging_s", "bookkeeping_s", "clean_up_s")
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=60000)
@@ -429,7 +484,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--energy", action="store_true", help="only the energy tracker's cost (on vs off)")
     parser.add_argument("--quantisers", action="store_true", help="only torch.ao against torchao int8 (wide MLP)")
     parser.add_argument("--cv", action="store_true", help="only a cross-validated job's fixed cost per fold")
+    parser.add_argument(
+        "--whole-process", action="store_true", help="only the card sweep, a single run and the per-job fixed cost"
+    )
     args = parser.parse_args(argv)
+    if args.whole_process:
+        whole_process(args.repeats, max(2, args.sweep_jobs))
+        return
     if args.contention:
         contention(args.repeats, max(2, args.epochs), max(1, round(args.samples / 4000)))
         return
