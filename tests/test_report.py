@@ -239,3 +239,28 @@ def test_a_key_null_in_some_runs_and_set_in_others_tells_them_apart(tmp_path):
     run_like_hydra(tmp_path / "on", "dataset=digits", "epochs=2", "early_stopping.patience=3")
     rows = report_rows(report([tmp_path], tmp_path / "out", plots=False))
     assert rows[0][0] == "early_stopping.patience" and sorted(r[0] for r in rows[1:]) == ["3", "null"]
+
+
+def test_the_report_worker_writes_the_report_it_is_asked_for(tmp_path):
+    from expframe.report_worker import Worker
+
+    synthetic_runs(tmp_path / "s", 8)
+    Worker.start()
+    process = Worker.process
+    markdown = Worker.report(tmp_path / "s")
+    assert process.wait(timeout=60) == 0 and Worker.process is None
+    assert markdown.count("| 2   |") == 4 and (tmp_path / "s" / "summary.md").read_text() == markdown + "\n"
+    assert (tmp_path / "s" / "figures" / "metrics.png").read_bytes()[:8] == PNG
+    assert Worker.report(tmp_path / "s") is None, "one report per worker; the caller writes any other"
+
+
+def test_a_worker_not_asked_ends_with_the_sweep():
+    from expframe.cli import wants_report
+    from expframe.report_worker import Worker
+
+    Worker.start()
+    process = Worker.process
+    Worker.stop()
+    assert process.wait(timeout=60) == 0 and Worker.process is None
+    assert wants_report(["-m", "seed=0,1"]) and not wants_report(["-m", "report.auto=false"])
+    assert not wants_report(["seed=1"]) and not wants_report(["-m", "--cfg", "job"])
