@@ -1,6 +1,7 @@
 """The Hydra task: one job of a run or sweep. A failure is recorded, not allowed to end the sweep."""
 
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -44,16 +45,22 @@ def sweep_keys(hydra_cfg: DictConfig) -> list[str] | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
     keys = {str(k) for k in (hydra_cfg.sweeper.get("params") or {})}
-    try:
-        typed = list(OmegaConf.load(Path(hydra_cfg.sweep.dir) / "multirun.yaml").hydra.overrides.task)
-    except (OSError, AttributeError):  # a sweeper that writes none (Optuna's): its params say it
-        typed = []
-    for override in OverridesParser.create().parse_overrides(typed):
-        if override.is_sweep_override():
-            keys.add(override.get_key_element().lstrip("+~"))
+    keys.update(typed_sweep_keys(str(Path(hydra_cfg.sweep.dir) / "multirun.yaml")))
     if "Optuna" in str(hydra_cfg.sweeper.get("_target_", "")):
         keys.add("trial")
     return sorted(keys) or None
+
+
+@functools.cache
+def typed_sweep_keys(multirun_yaml: str) -> tuple[str, ...]:
+    """The keys the sweep's command line sweeps (`key=a,b`, ranges), read once per sweep: every job
+    of a one-process sweep would otherwise parse the whole multirun.yaml again."""
+    try:
+        typed = list(OmegaConf.load(multirun_yaml).hydra.overrides.task)
+    except (OSError, AttributeError):  # a sweeper that writes none (Optuna's): its params say it
+        return ()
+    overrides = OverridesParser.create().parse_overrides(typed)
+    return tuple(o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override())
 
 
 def group_choices(hydra_cfg: DictConfig) -> dict[str, str | None]:
