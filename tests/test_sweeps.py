@@ -82,22 +82,6 @@ def test_sweep_value_errors_fail_before_any_job(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_joblib_launcher_runs_two_jobs_with_one_thread_each(tmp_path):
-    out = run_cli(
-        "train.py",
-        "-m",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "optimizer=sgd,adam",
-        "epochs=1",
-        f"hydra.sweep.dir={tmp_path}",
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = [metrics(j) for j in jobs(tmp_path)]
-    assert [r["status"] for r in results] == ["ok", "ok"]
-    assert all(r["env"]["torch_threads"] == 1 for r in results)
-
-
 def optuna_cli(tmp_path, *args, sweep="s"):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     return storage, run_cli(
