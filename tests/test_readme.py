@@ -69,6 +69,9 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
         extra.append(f"hydra.run.dir={tmp_path / 'run'}")
     if "dataset=mnist" in args:
         extra += [f"dataset.root={tiny_mnist_root}", "dataset.download=false"]
+    if "deploy=cpu" in args:  # the serving measurements at their smallest: the variants all still run
+        extra += ["deploy.load_seconds=0.05", "deploy.timed_calls=20", "deploy.warmup_calls=5"]
+        extra.append("deploy.throughput_calls=2")
     if "dataset=image_folder" in args:
         layout = "mvtec" if any(a.startswith("dataset.classes=") for a in args) else "xray"
         extra += [f"dataset.root={images[layout]}", "dataset.image_size=32", f"dataset.cache_dir={tmp_path / 'cache'}"]
