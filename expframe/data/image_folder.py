@@ -67,8 +67,12 @@ def _label_of(folder: str, mapping: dict[str, int], split: str) -> int:
     )
 
 
-def list_files(root: Path, classes: dict | None) -> tuple[dict[str, list[tuple[Path, int]]], list[str]]:
-    """Every image file per split with its label; the checks that need no decoding."""
+def list_files(setting: str | None, classes: dict | None) -> tuple[Path, dict[str, list[tuple[Path, int]]], list[str]]:
+    """The folder `dataset.root` names, every image file per split with its label, and the label
+    names: the checks that need no decoding (run before a sweep's first job, and by each load)."""
+    if setting is None:
+        raise ConfigError("dataset.root", None, "must name a folder holding train/<class>/ and test/<class>/")
+    root = project_path(setting)
     if not root.is_dir():
         raise ConfigError("dataset.root", str(root), "is not a folder")
     if not (root / "train").is_dir():
@@ -93,7 +97,7 @@ def list_files(root: Path, classes: dict | None) -> tuple[dict[str, list[tuple[P
                 raise ConfigError("dataset.root", str(folder), "is an empty class folder (no .png or .jpg files)")
             label = _label_of(folder.name, mapping, split)
             files[split] += [(p, label) for p in images]
-    return files, names
+    return root, files, names
 
 
 def cache_key(files: dict, image_size: int, channels: int, names: list[str]) -> str:
@@ -175,14 +179,11 @@ def image_folder(
     strict: bool = False,
 ) -> RawSplits:
     """uint8 NCHW images; a `val/` folder's images follow the training images (`val_size` of them)."""
-    if root is None:
-        raise ConfigError("dataset.root", None, "must name a folder holding train/<class>/ and test/<class>/")
     if channels not in (1, 3):
         raise ConfigError("dataset.channels", channels, "must be 1 (grayscale) or 3 (RGB)")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise ConfigError("dataset.image_size", image_size, "must be an integer >= 8 (pixels per side)")
-    where = project_path(root)
-    files, names = list_files(where, dict(classes) if classes is not None else None)
+    where, files, names = list_files(root, dict(classes) if classes is not None else None)
     folder = project_path(cache_dir) if cache_dir else default_cache_dir(where)
     path = folder / f"{cache_key(files, image_size, channels, names)}.pt"
     try:

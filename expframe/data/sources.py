@@ -131,9 +131,7 @@ def check_available(source: DictConfig) -> None:
     if source.get("_target_") == "expframe.data.image_folder.image_folder":
         from expframe.data.image_folder import list_files
 
-        if source.root is None:
-            raise ConfigError("dataset.root", None, "must name a folder holding train/<class>/ and test/<class>/")
-        list_files(project_path(source.root), OmegaConf.to_container(source.classes) if source.classes else None)
+        list_files(source.root, OmegaConf.to_container(source.classes) if source.classes else None)
 
 
 def synthetic(shape: list[int], num_classes: int, n_train: int, n_test: int, seed: int) -> RawSplits:
