@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from expframe import EXECUTION_WHITELIST
-from expframe.cli import run_cli
+from expframe.cli import exit_without_teardown, run_cli
 
 
 @hydra.main(config_path="conf", config_name="train", execution_whitelist=EXECUTION_WHITELIST)
@@ -18,3 +18,4 @@ def main(cfg: DictConfig) -> float | list[float]:
 
 if __name__ == "__main__":
     run_cli(main)
+    exit_without_teardown()

@@ -1,7 +1,9 @@
 """Command-line error reporting: a user error is one line on stderr and exit status 1."""
 
+import atexit
 import os
 import sys
+import threading
 from collections.abc import Callable
 
 from hydra.core.plugins import Plugins
@@ -58,6 +60,25 @@ def run_cli(main: Callable[[], object]) -> None:
         if not _flag_misuse(e):
             raise
         sys.exit(f"error: {e}")
+
+
+def exit_without_teardown() -> None:
+    """Ends a command that succeeded without the interpreter's teardown of ~3,000 modules (torch,
+    pandas, matplotlib): 0.25 s a user waits for after every command, measured by nothing. Every
+    file a run writes is complete by now (written then renamed); threads that are not daemons and
+    the exit handlers (logging's flush, multiprocessing's and joblib's clean-up) still run.
+    Inside a process started for something else (a notebook's `%run`, a test's runpy) or under a
+    tool that runs the script and then writes its own results (`python -m cProfile`) it returns."""
+    tool = getattr(sys.modules["__main__"], "__spec__", None) is not None
+    if tool or sys.orig_argv[-len(sys.argv) :] != sys.argv:
+        return
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def wants_report(argv: list[str]) -> bool:

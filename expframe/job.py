@@ -117,7 +117,8 @@ def run(cfg: DictConfig) -> float | list[float]:
         return objective(metrics, cfg.objective)
     finally:
         cleaning = time.perf_counter()
-        release_job_state(threads)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run's process ends here: nothing to hand on
+            release_job_state(threads)
         cleaned = time.perf_counter() - cleaning
     if metrics.get("time_breakdown"):
         metrics["time_breakdown"]["clean_up_s"] = cleaned
