@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from expframe.checkpoint import check_resumable
 from expframe.data.sources import check_available
 from expframe.errors import ConfigError
+from expframe.redact import mask_run_folder
 from expframe.report_worker import Worker
 from expframe.sweeps import check_sweep_values, log_status_counts
 from expframe.validate import validate
@@ -80,6 +82,11 @@ class ExpframeCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_config(config, sweep=True)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra has just saved the job's `.hydra/` files (and the sweeper its multirun.yaml)."""
+        sweep = OmegaConf.select(config, "hydra.sweep.dir") if config.hydra.mode == RunMode.MULTIRUN else None
+        mask_run_folder(Path(config.hydra.runtime.output_dir), Path(sweep) if sweep else None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summarise_sweep(Path(config.hydra.sweep.dir), config.report.auto)

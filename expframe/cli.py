@@ -15,6 +15,7 @@ from expframe.energy import warm_up_for
 from expframe.errors import ConfigError
 from expframe.optuna_sweeper import ResumableOptunaSweeper
 from expframe.report_worker import Worker
+from expframe.slurm_launcher import SqueueSlurmLauncher
 
 USER_ERRORS = (ConfigError, HydraException, OmegaConfBaseException)
 
@@ -42,6 +43,7 @@ def run_cli(main: Callable[[], object]) -> None:
     """
     Plugins.instance().register(ResumableOptunaSweeper)
     Plugins.instance().register(ComposeOnceSweeper)
+    Plugins.instance().register(SqueueSlurmLauncher)
     warm_up_for(sys.argv[1:])
     if wants_report(sys.argv[1:]):
         Worker.start()
@@ -65,16 +67,15 @@ def run_cli(main: Callable[[], object]) -> None:
 def exit_without_teardown() -> None:
     """Ends a command that succeeded without the interpreter's teardown of ~3,000 modules (torch,
     pandas, matplotlib): 0.25 s a user waits for after every command, measured by nothing. Every
-    file a run writes is complete by now (written then renamed); threads that are not daemons and
-    the exit handlers (logging's flush, multiprocessing's and joblib's clean-up) still run.
+    file a run writes is complete by now (written then renamed); the exit handlers (logging's flush,
+    multiprocessing's clean-up) still run.
     Inside a process started for something else (a notebook's `%run`, a test's runpy) or under a
     tool that runs the script and then writes its own results (`python -m cProfile`) it returns."""
     tool = getattr(sys.modules["__main__"], "__spec__", None) is not None
     if tool or sys.orig_argv[-len(sys.argv) :] != sys.argv:
         return
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        return  # joblib's executor: its threads stop through hooks only the interpreter's shutdown runs
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

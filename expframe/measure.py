@@ -91,7 +91,15 @@ def environment(device: torch.device) -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "git_commit": _git_commit(),
+        "host": platform.node(),
+        "slurm_job_id": slurm_job_id(),
     }
+
+
+def slurm_job_id() -> str | None:
+    """As squeue and scancel name it: `123_4` for task 4 of array job 123 (a sweep's jobs)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
 def process_age_s() -> float | None:

@@ -22,6 +22,8 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import ListConfig, OmegaConf
 
 from expframe.build import build
+from expframe.errors import ConfigError
+from expframe.redact import MaskPasswords, masked
 
 log = logging.getLogger("expframe")
 
@@ -39,6 +41,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
+        plugin_log = logging.getLogger(type(impl).__module__)  # it logs "Storage: <url>"
+        if not any(isinstance(f, MaskPasswords) for f in plugin_log.filters):
+            plugin_log.addFilter(MaskPasswords())
         configured: list[int] = []
         study = self._study() if impl.storage else None
         node = OmegaConf.select(impl.config, "cv.pruner")
@@ -81,6 +86,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         from sqlalchemy.exc import SQLAlchemyError
 
         storage = str(self.sweeper.storage)
+        check_storage_driver(storage)
         if storage.startswith("sqlite:///"):
             Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         direction = self.sweeper.direction
@@ -97,6 +103,28 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 if attempt == STORAGE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.2 + random.random())
+
+
+DRIVER_PACKAGES = {"psycopg": "pip install -e '.[cluster]' (psycopg 3)", "psycopg2": "pip install psycopg2-binary"}
+DRIVER_PACKAGES |= {"mysqldb": "pip install mysqlclient", "pymysql": "pip install pymysql"}
+
+
+def check_storage_driver(storage: str) -> None:
+    """SQLAlchemy imports a database's driver only when the first worker connects, and fails with a
+    50-line traceback: the missing package, named before any trial starts."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = masked(storage)
+    try:
+        dialect = make_url(storage).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:
+        raise ConfigError("hydra.sweeper.storage", shown, f"is not a database URL SQLAlchemy knows ({e})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        install = DRIVER_PACKAGES.get(dialect.driver, f"install the {dialect.driver} package")
+        raise ConfigError("hydra.sweeper.storage", shown, f"needs the {dialect.driver} driver: {install}") from None
 
 
 def _raised_in(exc: BaseException, function: str) -> bool:

@@ -1,0 +1,182 @@
+"""The scale-out path against real servers: a single-node SLURM cluster and a PostgreSQL server,
+started by expframe.local_cluster (as root, Debian's packages). CI installs the packages and runs
+these; elsewhere they skip, naming what is missing."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from expframe.local_cluster import local_cluster, missing_packages
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+CARD = ["optimizer=sgd,adam", "activation=relu,tanh"]
+ON_SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
+TINY = ["dataset=digits", "epochs=1", "logging.tensorboard=false"]
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (the local cluster runs slurmd and installs Debian packages)"
+    missing = missing_packages(slurm=True, postgres=True)
+    if missing:
+        return f"needs Debian's {' '.join(missing)}: python -m expframe.local_cluster --install"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the cluster tests: {reason}")
+        pytest.skip(reason)
+    with local_cluster(cpus=2) as running:
+        yield running
+
+
+def train(cluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | cluster.env
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def jobs_of(sweep: Path) -> list[dict]:
+    return [
+        json.loads(p.read_text())
+        for p in sorted(sweep.glob("*/metrics.json"), key=lambda p: int(p.parent.name.split("_")[0]))
+    ]
+
+
+def test_the_card_grid_runs_as_slurm_jobs_with_one_sacct_line_at_most(cluster, tmp_path):
+    out = train(cluster, "-m", *ON_SLURM, *CARD, *TINY, f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = jobs_of(tmp_path)
+    assert [j["status"] for j in jobs] == ["ok"] * 4
+    ids = [j["env"]["slurm_job_id"] for j in jobs]
+    assert all(re.fullmatch(r"\d+_[0-3]", i) for i in ids) and len(set(ids)) == 4, ids
+    assert {i.split("_")[0] for i in ids} == {ids[0].split("_")[0]}, "one array job for the grid"
+    assert all(j["torch_threads"] == 1 for j in jobs), "threads from hydra.launcher.cpus_per_task"
+    assert all(j["test_acc"] > 0.15 for j in jobs), "above chance (10 classes)"
+    assert (tmp_path / "summary.md").exists() and "adam" in (tmp_path / "summary.md").read_text()
+    assert len(re.findall("sacct", out.stdout + out.stderr)) <= 1
+
+
+def test_a_job_cancelled_with_scancel_is_recorded_and_the_others_finish(cluster, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | cluster.env
+    args = [*ON_SLURM, "dataset=digits", "logging.tensorboard=false", "epochs=2,3000", f"hydra.sweep.dir={tmp_path}"]
+    sweep = subprocess.Popen(
+        [sys.executable, "train.py", "-m", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        long_job = wait_for_running_epochs(tmp_path, 1, env)
+        subprocess.run(["scancel", long_job], env=env, check=True)
+        stdout, stderr = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, stderr[-3000:]
+    quick, cancelled = jobs_of(tmp_path)
+    assert quick["status"] == "ok"
+    assert cancelled["status"] == "interrupted" and f"SLURM job {long_job} ended CANCELLED" in cancelled["error"]
+    assert cancelled["swept"]["epochs"] == 3000 and cancelled["seed"] == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "interrupted" in summary
+
+
+def wait_for_running_epochs(sweep: Path, num: int, env: dict, timeout: float = 120) -> str:
+    """The SLURM id of the sweep's job `num`, once it has started its epochs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = subprocess.run(
+            ["squeue", "--array", "--noheader", "--states=RUNNING", "--format=%i"],
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        task = [j for j in running if j.endswith(f"_{num}")]
+        if task and list(sweep.glob(f"{num}_*/.hydra")):
+            time.sleep(3)  # into its training epochs
+            return task[0]
+        time.sleep(0.5)
+    raise AssertionError("the long job never started")
+
+
+def optuna_worker(cluster, sweep: Path, trials: int, storage: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | cluster.env
+    args = ["hparams_search=optuna_tpe", "hydra.sweeper.study_name=pg_tpe", f"hydra.sweeper.n_trials={trials}"]
+    args += [f"hydra.sweeper.storage={storage}", *TINY, f"hydra.sweep.dir={sweep}"]
+    return subprocess.Popen(
+        [sys.executable, "train.py", "-m", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_workers_share_a_tpe_study_on_postgresql_and_one_killed_is_resumed(cluster, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    password = re.search(r"://[^:]+:([^@]+)@", cluster.storage_url).group(1)
+    typed, from_env = cluster.storage_url, "${oc.env:EXPFRAME_STORAGE}"
+    workers = [optuna_worker(cluster, tmp_path / "a", 4, typed), optuna_worker(cluster, tmp_path / "b", 4, from_env)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
+    study = optuna.load_study(study_name="pg_tpe", storage=cluster.storage_url)
+    assert sorted(t.number for t in study.trials) == list(range(8))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+    killed = optuna_worker(cluster, tmp_path / "c", 50, from_env)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "c").glob("*/metrics.json"))) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    stale = [t for t in optuna.load_study(study_name="pg_tpe", storage=cluster.storage_url).trials]
+    assert any(t.state == TrialState.RUNNING for t in stale), "the killed worker left its trial RUNNING"
+    resumed = optuna_worker(cluster, tmp_path / "d", 1, from_env)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    trials = optuna.load_study(study_name="pg_tpe", storage=cluster.storage_url).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+
+    listed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "optuna"),
+            "trials",
+            "--study-name",
+            "pg_tpe",
+            "--storage",
+            cluster.storage_url,
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == len(trials)
+
+    typed_record = next((tmp_path / "a").glob("*/.hydra/hydra.yaml")).read_text()
+    assert "postgresql://expframe:***@127.0.0.1" in typed_record, "the typed URL is kept, its password masked"
+    assert "${oc.env:EXPFRAME_STORAGE}" in next((tmp_path / "b").glob("*/.hydra/hydra.yaml")).read_text()
+    leaked = subprocess.run(["grep", "-rl", password, str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert leaked == [], f"the password is written in {leaked}"
+    assert all(password not in out + err for out, err in outputs), "the password is printed"
