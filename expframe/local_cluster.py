@@ -242,7 +242,17 @@ def start_postgres(cluster: LocalCluster) -> None:
 
 
 def stop(cluster: LocalCluster) -> None:
-    """SIGTERM, then SIGKILL after 10 s, in reverse start order; then the folder goes."""
+    """Jobs still queued or running are cancelled first (slurmstepd, which runs them, leaves slurmd's
+    process group); then SIGTERM, SIGKILL after 10 s, in reverse start order; then the folder goes."""
+    if cluster.slurm_conf and any(p.poll() is None for p in cluster.processes):
+        env = {**os.environ, "SLURM_CONF": str(cluster.slurm_conf)}
+        subprocess.run(["scancel", f"--partition={cluster.partition}"], env=env, capture_output=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            queue = subprocess.run(["squeue", "--noheader", "--format=%i"], env=env, capture_output=True, text=True)
+            if queue.returncode != 0 or not queue.stdout.strip():
+                break
+            time.sleep(0.2)
     for process in reversed(cluster.processes):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

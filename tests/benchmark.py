@@ -492,6 +492,31 @@ def whole_process(repeats: int, jobs: int) -> None:
     )
 
 
+def slurm_cost(repeats: int, epochs: int) -> None:
+    """The same sweeps through the basic launcher (jobs in this process) and through SLURM (an array
+    job, one process per job), alternated within each repeat: needs a cluster (SLURM_CONF, e.g. from
+    `python -m expframe.local_cluster`)."""
+    card = ("optimizer=sgd,adam", "activation=relu,tanh", f"epochs={epochs}")
+    slurm = ("hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1")
+    rows: dict[str, list[float]] = {k: [] for k in ("basic", "slurm", "basic_one", "slurm_one")}
+    for _ in range(repeats):
+        rows["basic"].append(_timed_sweep(*card)[0])
+        rows["slurm"].append(_timed_sweep(*card, *slurm)[0])
+        rows["basic_one"].append(_timed_sweep("seed=0", f"epochs={epochs}", "report.auto=false")[0])
+        rows["slurm_one"].append(_timed_sweep("seed=0", f"epochs={epochs}", "report.auto=false", *slurm)[0])
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"SLURM against the basic launcher, {epochs}-epoch jobs, medians of {repeats}, {os.cpu_count()} cores")
+    print(
+        f"card sweep (2x2, report included): basic {med['basic']:.2f} s, SLURM {med['slurm']:.2f} s, "
+        f"SLURM / basic = {med['slurm'] / med['basic']:.2f}"
+    )
+    print(
+        f"one-job sweep: basic {med['basic_one']:.2f} s, SLURM {med['slurm_one']:.2f} s: "
+        f"submission overhead per job {med['slurm_one'] - med['basic_one']:.2f} s "
+        "(sbatch, scheduling, a fresh process on the node, polling for its result)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=60000)
@@ -508,7 +533,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--whole-process", action="store_true", help="only the card sweep, a single run and the per-job fixed cost"
     )
+    parser.add_argument("--slurm", action="store_true", help="only SLURM against the basic launcher (in a cluster)")
     args = parser.parse_args(argv)
+    if args.slurm:
+        slurm_cost(args.repeats, args.epochs)
+        return
     if args.whole_process:
         whole_process(args.repeats, max(2, args.sweep_jobs))
         return

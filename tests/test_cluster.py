@@ -5,6 +5,7 @@ these; elsewhere they skip, naming what is missing."""
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,9 +19,14 @@ from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-CARD = ["optimizer=sgd,adam", "activation=relu,tanh"]
 ON_SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
 TINY = ["dataset=digits", "epochs=1", "logging.tensorboard=false"]
+# the README's commands for the local cluster, run here as written (shrunk by overrides appended at the end)
+README = (ROOT / "README.md").read_text()
+TRY_SECTION = README.partition("### Try the cluster path on one machine")[2].split("\n## ", 1)[0]
+TRY_LINES = [line.strip() for b in re.findall(r"```bash\n(.*?)```", TRY_SECTION, flags=re.S) for line in b.splitlines()]
+README_SLURM = next(shlex.split(c)[2:] for c in TRY_LINES if "submitit_slurm" in c)
+README_OPTUNA = next(shlex.split(c)[2:] for c in TRY_LINES if "hparams_search=optuna_tpe" in c)
 
 
 def _unavailable() -> str | None:
@@ -57,8 +63,9 @@ def jobs_of(sweep: Path) -> list[dict]:
     ]
 
 
-def test_the_card_grid_runs_as_slurm_jobs_with_one_sacct_line_at_most(cluster, tmp_path):
-    out = train(cluster, "-m", *ON_SLURM, *CARD, *TINY, f"hydra.sweep.dir={tmp_path}")
+def test_the_readme_card_grid_runs_as_slurm_jobs_with_one_sacct_line_at_most(cluster, tmp_path):
+    assert README_SLURM[-2:] == ["optimizer=sgd,adam", "activation=relu,tanh"], "the card's grid"
+    out = train(cluster, *README_SLURM, "epochs=1", f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = jobs_of(tmp_path)
     assert [j["status"] for j in jobs] == ["ok"] * 4
@@ -67,6 +74,7 @@ def test_the_card_grid_runs_as_slurm_jobs_with_one_sacct_line_at_most(cluster, t
     assert {i.split("_")[0] for i in ids} == {ids[0].split("_")[0]}, "one array job for the grid"
     assert all(j["torch_threads"] == 1 for j in jobs), "threads from hydra.launcher.cpus_per_task"
     assert all(j["test_acc"] > 0.15 for j in jobs), "above chance (10 classes)"
+    assert (tmp_path / ".submitit").is_dir(), "submitted through submitit"
     assert (tmp_path / "summary.md").exists() and "adam" in (tmp_path / "summary.md").read_text()
     assert len(re.findall("sacct", out.stdout + out.stderr)) <= 1
 
@@ -115,12 +123,13 @@ def wait_for_running_epochs(sweep: Path, num: int, env: dict, timeout: float = 1
     raise AssertionError("the long job never started")
 
 
-def optuna_worker(cluster, sweep: Path, trials: int, storage: str) -> subprocess.Popen:
+def optuna_worker(cluster, sweep: Path, trials: int, storage: str | None = None) -> subprocess.Popen:
+    """The README's command (its storage from EXPFRAME_STORAGE), or with `storage` typed instead."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | cluster.env
-    args = ["hparams_search=optuna_tpe", "hydra.sweeper.study_name=pg_tpe", f"hydra.sweeper.n_trials={trials}"]
-    args += [f"hydra.sweeper.storage={storage}", *TINY, f"hydra.sweep.dir={sweep}"]
+    args = [f"hydra.sweeper.storage={storage}" if storage and "storage=" in a else a for a in README_OPTUNA]
+    args += ["hydra.sweeper.study_name=pg_tpe", f"hydra.sweeper.n_trials={trials}", *TINY, f"hydra.sweep.dir={sweep}"]
     return subprocess.Popen(
-        [sys.executable, "train.py", "-m", *args],
+        [sys.executable, "train.py", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -130,19 +139,23 @@ def optuna_worker(cluster, sweep: Path, trials: int, storage: str) -> subprocess
 
 
 def test_two_workers_share_a_tpe_study_on_postgresql_and_one_killed_is_resumed(cluster, tmp_path):
+    """The README's search command, started twice at once: once as written, once with the URL typed."""
     import optuna
     from optuna.trial import TrialState
 
+    assert "hydra.sweeper.storage=${oc.env:EXPFRAME_STORAGE}" in README_OPTUNA
     password = re.search(r"://[^:]+:([^@]+)@", cluster.storage_url).group(1)
-    typed, from_env = cluster.storage_url, "${oc.env:EXPFRAME_STORAGE}"
-    workers = [optuna_worker(cluster, tmp_path / "a", 4, typed), optuna_worker(cluster, tmp_path / "b", 4, from_env)]
+    workers = [
+        optuna_worker(cluster, tmp_path / "a", 4, cluster.storage_url),
+        optuna_worker(cluster, tmp_path / "b", 4),
+    ]
     outputs = [w.communicate(timeout=300) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
     study = optuna.load_study(study_name="pg_tpe", storage=cluster.storage_url)
     assert sorted(t.number for t in study.trials) == list(range(8))
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
-    killed = optuna_worker(cluster, tmp_path / "c", 50, from_env)
+    killed = optuna_worker(cluster, tmp_path / "c", 50)
     deadline = time.monotonic() + 120
     while len(list((tmp_path / "c").glob("*/metrics.json"))) < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -150,7 +163,7 @@ def test_two_workers_share_a_tpe_study_on_postgresql_and_one_killed_is_resumed(c
     killed.communicate()
     stale = [t for t in optuna.load_study(study_name="pg_tpe", storage=cluster.storage_url).trials]
     assert any(t.state == TrialState.RUNNING for t in stale), "the killed worker left its trial RUNNING"
-    resumed = optuna_worker(cluster, tmp_path / "d", 1, from_env)
+    resumed = optuna_worker(cluster, tmp_path / "d", 1)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
     trials = optuna.load_study(study_name="pg_tpe", storage=cluster.storage_url).trials
@@ -180,3 +193,61 @@ def test_two_workers_share_a_tpe_study_on_postgresql_and_one_killed_is_resumed(c
     leaked = subprocess.run(["grep", "-rl", password, str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert leaked == [], f"the password is written in {leaked}"
     assert all(password not in out + err for out, err in outputs), "the password is printed"
+
+
+def test_the_readme_shows_the_local_cluster_commands():
+    assert "python -m expframe.local_cluster" in TRY_LINES
+    assert any("submitit_slurm" in line for line in TRY_LINES)
+    assert any("${oc.env:EXPFRAME_STORAGE}" in line for line in TRY_LINES)
+
+
+def test_the_script_prints_what_a_shell_needs_and_leaves_nothing_behind(cluster):
+    """Beside the fixture's servers (which it must not touch), the README's command as written:
+    it prints the two lines; Ctrl-C stops its servers and deletes their folder."""
+    script = subprocess.Popen(
+        [sys.executable, "-m", "expframe.local_cluster"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [script.stdout.readline().strip() for _ in range(2)]
+        exports = dict(re.fullmatch(r"export (\w+)='(.*)'", line).groups() for line in lines)
+        assert set(exports) == {"SLURM_CONF", "EXPFRAME_STORAGE"}, lines
+        assert exports["SLURM_CONF"] != cluster.env["SLURM_CONF"]
+        assert exports["EXPFRAME_STORAGE"] != cluster.storage_url
+        sinfo = subprocess.run(
+            ["sinfo", "-h", "-o", "%P %t"], env={**os.environ, **exports}, capture_output=True, text=True
+        )
+        assert sinfo.stdout.split() == ["debug*", "idle"], sinfo.stderr
+        folder = Path(exports["SLURM_CONF"]).parents[1]
+        script.send_signal(signal.SIGINT)
+        assert script.wait(timeout=30) == 0
+    finally:
+        script.kill()
+    assert not folder.exists()
+    assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b"", "a server outlived it"
+    still = subprocess.run(
+        ["sinfo", "-h", "-o", "%t"], env={**os.environ, **cluster.env}, capture_output=True, text=True
+    )
+    assert still.stdout.strip() == "idle", "the other cluster is untouched"
+
+
+def test_the_readme_slurm_benchmark_runs_through_the_script(cluster):
+    """`python -m expframe.local_cluster -- COMMAND` as the README writes it: a cluster of its own
+    for the command, beside the fixture's, the benchmark's figures printed, one repeat."""
+    command = next(shlex.split(c) for c in TRY_LINES if "--slurm" in c)
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "SLURM_CONF", "EXPFRAME_STORAGE")}
+    out = subprocess.run(
+        [sys.executable, *command[1:], "--repeats", "1", "--epochs", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    card = re.search(r"card sweep .*: basic ([\d.]+) s, SLURM ([\d.]+) s, SLURM / basic = ([\d.]+)", out.stdout)
+    assert card and float(card.group(2)) > 0 and float(card.group(3)) > 0, out.stdout
+    assert re.search(r"submission overhead per job -?[\d.]+ s", out.stdout), out.stdout
