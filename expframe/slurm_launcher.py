@@ -27,7 +27,8 @@ RUNNING = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQU
 RUNNING |= {"PREEMPTED", "REQUEUE_FED", "REQUEUE_HOLD", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
 RESULT_GRACE_S = 30.0  # a shared file system may show the result file after squeue shows COMPLETED
 INIT_KEYS = ("max_num_timeout", "python")  # the executor's own, given when it is made
-POLL_S = (0.5, 5.0)  # first and longest pause between polls
+FILE_POLL_S = 0.2
+SQUEUE_POLL_S = (1.0, 10.0)  # first and longest pause between two squeue calls
 
 
 class SqueueSlurmLauncher(SlurmLauncher):
@@ -97,13 +98,20 @@ class SlurmJobEnded(RuntimeError):
 
 
 def wait_for(jobs: list) -> dict[str, str | None]:
-    """Job id -> None (a result file exists) or the SLURM state it ended in without one."""
+    """Job id -> None (a result file exists) or the SLURM state it ended in without one. The result
+    files are looked at every FILE_POLL_S; squeue, for the jobs that end without one, less often."""
     ended: dict[str, str | None] = {}
     seen_ended: dict[str, float] = {}
-    pause = POLL_S[0]
+    states: dict[str, str] | None = None
+    asked, pause = float("-inf"), SQUEUE_POLL_S[0]
     while True:
         waiting = [j for j in jobs if j.job_id not in ended]
-        states = queue_states([j.job_id for j in waiting]) if waiting else {}
+        if waiting and time.monotonic() - asked >= pause:
+            states, asked, pause = (
+                queue_states([j.job_id for j in waiting]),
+                time.monotonic(),
+                min(SQUEUE_POLL_S[1], pause * 1.5),
+            )
         for job in waiting:
             state = None if states is None else states.get(job.job_id, "(no longer known to squeue)")
             if job.paths.result_pickle.exists():
@@ -114,8 +122,7 @@ def wait_for(jobs: list) -> dict[str, str | None]:
                     ended[job.job_id] = state
         if len(ended) == len(jobs):
             return ended
-        time.sleep(pause)
-        pause = min(POLL_S[1], pause * 1.5)
+        time.sleep(FILE_POLL_S)
 
 
 _squeue_failed = False

@@ -67,12 +67,20 @@ def run_cli_in_process(*args: str) -> tuple[int, str]:
     For commands that stop before training (bad input): the same entry point, argument parsing,
     Hydra composition and callbacks as a real process, in milliseconds instead of seconds.
     """
+    done = run_train_in_process(*args)
+    return done.returncode, done.stderr
+
+
+def run_train_in_process(*args: str) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` through the same entry point in this process (runpy), its stdout (where
+    Hydra's log goes) and stderr captured: for tests of what a command does, not of a process (its
+    start, its exit, its signals), each saves the interpreter's start and imports (~4 s)."""
     from hydra.core.global_hydra import GlobalHydra
 
-    argv, env, err, code = sys.argv, dict(os.environ), io.StringIO(), 0
+    argv, env, out, err, code = sys.argv, dict(os.environ), io.StringIO(), io.StringIO(), 0
     sys.argv = ["train.py", *args]
     try:
-        with contextlib.redirect_stderr(err):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
@@ -83,7 +91,7 @@ def run_cli_in_process(*args: str) -> tuple[int, str]:
         os.environ.clear()
         os.environ.update(env)
         GlobalHydra.instance().clear()
-    return code, err.getvalue()
+    return subprocess.CompletedProcess(["train.py", *args], code, out.getvalue(), err.getvalue())
 
 
 def _idx(path: Path, array: np.ndarray) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONF, ROOT, run_cli, run_cli_in_process
+from tests.conftest import CONF, ROOT, run_cli, run_train_in_process
 
 # end-to-end: the README's commands as a user runs them (the quick tier leaves them out; CI runs them)
 pytestmark = pytest.mark.slow
@@ -84,20 +84,15 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
 
 
 def in_process(args: list[str]) -> bool:
-    """`python train.py ARGS` through the same entry point in this process (runpy), which saves each
-    command the interpreter's start and imports (~4 s). Real processes stay for what needs one: the
-    quick start as a user types it, --help, and launchers that run jobs in other processes (they
-    unpickle the task from its module, which in-process is runpy's)."""
+    """Real processes for what needs one: the quick start as a user types it, --help, and launchers
+    that run jobs in other processes (they unpickle the task from its module, in-process runpy's)."""
     return (
         args[:1] == ["train.py"] and len(args) > 1 and "--help" not in args and not any("launcher=" in a for a in args)
     )
 
 
 def run_readme(args: list[str]) -> subprocess.CompletedProcess:
-    if not in_process(args):
-        return run_cli(*args)
-    code, err = run_cli_in_process(*args[1:])
-    return subprocess.CompletedProcess(["train.py", *args], code, "", err)
+    return run_train_in_process(*args[1:]) if in_process(args) else run_cli(*args)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

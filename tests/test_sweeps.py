@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from expframe import figures
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_train_in_process
 
 # end-to-end: every test starts python train.py -m (the quick tier leaves them out; CI runs them)
 pytestmark = pytest.mark.slow
@@ -30,8 +30,8 @@ def metrics(job):
 
 
 def test_two_by_two_grid_runs_four_jobs(tmp_path):
-    out = run_cli(
-        "train.py", "-m", "optimizer=sgd,adam", "activation=relu,tanh", "epochs=1", f"hydra.sweep.dir={tmp_path}"
+    out = run_train_in_process(
+        "-m", "optimizer=sgd,adam", "activation=relu,tanh", "epochs=1", f"hydra.sweep.dir={tmp_path}"
     )
     assert out.returncode == 0, out.stderr
     folders = jobs(tmp_path)
@@ -59,8 +59,7 @@ def test_a_long_override_list_still_makes_a_folder_name():
 
 
 def test_failures_do_not_stop_the_sweep(tmp_path):
-    out = run_cli(
-        "train.py",
+    out = run_train_in_process(
         "-m",
         "dataset.val_fraction=0.1,0.9999",
         "optimizer.lr=0.01,1e10",
@@ -77,21 +76,15 @@ def test_failures_do_not_stop_the_sweep(tmp_path):
 
 
 def test_sweep_value_errors_fail_before_any_job(tmp_path):
-    out = run_cli("train.py", "-m", "optimizer.lr=0.1,-1", f"hydra.sweep.dir={tmp_path / 's'}")
+    out = run_train_in_process("-m", "optimizer.lr=0.1,-1", f"hydra.sweep.dir={tmp_path / 's'}")
     assert out.returncode != 0 and "optimizer.lr=-1" in out.stderr
     assert not (tmp_path / "s").exists()
 
 
 def optuna_cli(tmp_path, *args, sweep="s"):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    return storage, run_cli(
-        "train.py",
-        "-m",
-        *args,
-        "epochs=1",
-        f"hydra.sweeper.storage={storage}",
-        f"hydra.sweep.dir={tmp_path / sweep}",
-        timeout=600,
+    return storage, run_train_in_process(
+        "-m", *args, "epochs=1", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / sweep}"
     )
 
 
