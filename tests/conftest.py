@@ -154,8 +154,7 @@ def tiny_image_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 def grid_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """The README's 2x2 grid (optimizer x activation) with 2 seeds on digits (fast), its report written."""
     path = tmp_path_factory.mktemp("grid_sweep")
-    out = run_cli(
-        "train.py",
+    out = run_train_in_process(
         "-m",
         "optimizer=sgd,adam",
         "activation=relu,tanh",

@@ -226,7 +226,7 @@ def test_readme_shows_the_eval_command():
 @pytest.mark.parametrize("command", EVALS)
 def test_readme_eval_command_runs(command, tmp_path):
     """The README's run folder is an example; the command runs as written on a real run's folder."""
-    run = run_cli("train.py", "dataset=digits", "epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    run = run_train_in_process("dataset=digits", "epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
     assert run.returncode == 0, run.stderr[-2000:]
     script, *args = shlex.split(command)
     args = [str(tmp_path / "run") if a.startswith("runs/") else a for a in args]

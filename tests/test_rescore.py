@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from expframe.engine import train
 from expframe.rescore import rescore
-from tests.conftest import make_cfg, run_cli
+from tests.conftest import make_cfg, run_train_in_process
 
 
 def hydra_like_run(cfg, run_dir: Path) -> dict:
@@ -50,11 +50,11 @@ def test_trained_run_returns_the_model_it_saved(tmp_path):
 
 @pytest.mark.slow
 def test_eval_command_on_a_cli_run_and_its_errors(tmp_path):
-    out = run_cli("train.py", "dataset=digits", "epochs=2", "optimizer=adam", f"hydra.run.dir={tmp_path / 'run'}")
+    out = run_train_in_process("dataset=digits", "epochs=2", "optimizer=adam", f"hydra.run.dir={tmp_path / 'run'}")
     assert out.returncode == 0, out.stderr[-2000:]
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["test_acc"]
-    skipped = run_cli(
-        "train.py", "dataset=digits", "epochs=1", "checkpoint.save_model=false", f"hydra.run.dir={tmp_path / 'bare'}"
+    skipped = run_train_in_process(
+        "dataset=digits", "epochs=1", "checkpoint.save_model=false", f"hydra.run.dir={tmp_path / 'bare'}"
     )
     assert skipped.returncode == 0 and not (tmp_path / "bare" / "model.pt").exists()
     script = str(Path(sys.executable).parent / "expframe-eval")
