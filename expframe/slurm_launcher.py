@@ -28,7 +28,7 @@ RUNNING |= {"PREEMPTED", "REQUEUE_FED", "REQUEUE_HOLD", "SIGNALING", "STAGE_OUT"
 RESULT_GRACE_S = 30.0  # a shared file system may show the result file after squeue shows COMPLETED
 INIT_KEYS = ("max_num_timeout", "python")  # the executor's own, given when it is made
 FILE_POLL_S = 0.2
-SQUEUE_POLL_S = (1.0, 10.0)  # first and longest pause between two squeue calls
+SQUEUE_POLL_S = (1.0, 5.0)  # first and longest pause between two squeue calls
 
 
 class SqueueSlurmLauncher(SlurmLauncher):

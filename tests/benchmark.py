@@ -388,7 +388,9 @@ def parallel_vs_serial(epochs: int, repeat: int) -> dict[str, tuple[float, float
 def contention(repeats: int, epochs: int, repeat: int) -> None:
     """The default run beside 0, 1 and `cores` busy processes (pure-Python loops), with all threads
     and with one, alternated over repeats: the robust and the plain-mean epoch time, the other
-    processes' measured share of the CPUs and how often the run flagged itself."""
+    processes' measured share of the CPUs and how often the run flagged itself. The runs are
+    expframe's train() in this process, one after the other: what is compared is epochs, not
+    processes."""
     cores = os.cpu_count() or 1
     rows: dict[tuple[int, int], list[dict]] = {}
     for _ in range(repeats):
@@ -397,7 +399,9 @@ def contention(repeats: int, epochs: int, repeat: int) -> None:
                 loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
                 try:
                     time.sleep(0.3 if busy else 0)
-                    m = _run(f"epochs={epochs}", f"+dataset.source.repeat={repeat}", f"device.threads={threads}")
+                    cfg = _cfg(repeat, epochs, f"device.threads={threads}", "logging.tensorboard=false")
+                    with tempfile.TemporaryDirectory() as tmp:
+                        m = train(cfg, Path(tmp)).metrics
                 finally:
                     for loop in loops:
                         loop.kill()

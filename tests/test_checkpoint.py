@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_cli, run_cli_in_process
+from tests.conftest import ROOT, run_cli_in_process, run_train_in_process
 
 COMMON = ["epochs=6", "optimizer=adam", "model.dropout=0.3", "scheduler=step", "logging.tensorboard=false"]
 
@@ -31,7 +31,7 @@ def checkpoint_epoch(path) -> int:
 def test_a_run_killed_after_its_third_checkpoint_resumes_exactly(tmp_path):
     """Dropout, a scheduler and Adam: every random stream and every state must come back."""
     big = "+dataset.source.repeat=4"  # long enough epochs to be killed in the middle of the run
-    full = run_cli("train.py", *COMMON, big, f"hydra.run.dir={tmp_path / 'full'}")
+    full = run_train_in_process(*COMMON, big, f"hydra.run.dir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-2000:]
     part = tmp_path / "part"
     proc = subprocess.Popen(
@@ -43,7 +43,7 @@ def test_a_run_killed_after_its_third_checkpoint_resumes_exactly(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 3 <= checkpoint_epoch(part) < 6, "killed in the middle of the run"
-    resumed = run_cli("train.py", *COMMON, big, "checkpoint.every=1", f"resume={part}")
+    resumed = run_train_in_process(*COMMON, big, "checkpoint.every=1", f"resume={part}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert learned(part) == learned(tmp_path / "full")
     a, b = (torch.load(p / "model.pt", weights_only=True) for p in (tmp_path / "full", part))
@@ -53,7 +53,7 @@ def test_a_run_killed_after_its_third_checkpoint_resumes_exactly(tmp_path):
 @pytest.fixture(scope="module")
 def checkpointed(tmp_path_factory):
     path = tmp_path_factory.mktemp("checkpointed")
-    out = run_cli("train.py", *COMMON, "epochs=2", "dataset=digits", "checkpoint.every=1", f"hydra.run.dir={path}")
+    out = run_train_in_process(*COMMON, "epochs=2", "dataset=digits", "checkpoint.every=1", f"hydra.run.dir={path}")
     assert out.returncode == 0, out.stderr[-2000:]
     return path
 

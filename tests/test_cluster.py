@@ -117,7 +117,7 @@ def wait_for_running_epochs(sweep: Path, num: int, env: dict, timeout: float = 1
         ).stdout.split()
         task = [j for j in running if j.endswith(f"_{num}")]
         if task and list(sweep.glob(f"{num}_*/.hydra")):
-            time.sleep(3)  # into its training epochs
+            time.sleep(1)  # into its training epochs
             return task[0]
         time.sleep(0.5)
     raise AssertionError("the long job never started")

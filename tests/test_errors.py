@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from expframe import figures
-from tests.conftest import run_cli, run_cli_in_process
+from tests.conftest import run_cli, run_cli_in_process, run_train_in_process
 
 CASES = [
     (["optimizer=adamx"], ["optimizer", "adamx", "sgd_momentum"]),
@@ -123,7 +123,7 @@ def test_bad_input_in_a_real_process(tmp_path, overrides, words):
 @pytest.mark.slow
 def test_data_that_break_the_declared_shape_are_recorded_and_fail(tmp_path):
     """Only the loaded data can refute dataset.input_shape: the job's folder exists and says why."""
-    out = run_cli("train.py", "dataset=digits", "dataset.input_shape=[1,28,28]", f"hydra.run.dir={tmp_path}")
+    out = run_train_in_process("dataset=digits", "dataset.input_shape=[1,28,28]", f"hydra.run.dir={tmp_path}")
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [out.stderr.strip()]
     assert "dataset.input_shape=[1, 28, 28]" in out.stderr and "[1, 8, 8]" in out.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -138,8 +138,8 @@ def test_precision_a_device_cannot_autocast_to_is_refused(tmp_path):
     variant.parent.mkdir(parents=True)
     variant.write_text("name: fp64\nautocast_dtype: float64\ngrad_scaler: false\n")
     run_dir = tmp_path / "run"
-    out = run_cli(
-        "train.py", "--config-dir", str(tmp_path / "conf"), "precision=fp64", "device=cpu", f"hydra.run.dir={run_dir}"
+    out = run_train_in_process(
+        "--config-dir", str(tmp_path / "conf"), "precision=fp64", "device=cpu", f"hydra.run.dir={run_dir}"
     )
     assert out.returncode != 0 and not run_dir.exists()
     lines = out.stderr.strip().splitlines()
@@ -149,7 +149,7 @@ def test_precision_a_device_cannot_autocast_to_is_refused(tmp_path):
 @pytest.mark.slow
 def test_a_split_that_leaves_nothing_to_train_on_is_one_line(tmp_path):
     """Only the loaded data set knows its size: the job's folder exists, the run records why it failed."""
-    out = run_cli("train.py", "dataset.val_fraction=0.9999", f"hydra.run.dir={tmp_path}")
+    out = run_train_in_process("dataset.val_fraction=0.9999", f"hydra.run.dir={tmp_path}")
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: dataset.val_fraction=0.9999: leaves 0 of 4000"), lines
