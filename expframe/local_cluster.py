@@ -111,7 +111,7 @@ def start_slurm(cluster: LocalCluster) -> None:
     folder = cluster.folder / "slurm"
     for sub in ("state", "spool", "munge"):
         (folder / sub).mkdir(parents=True)
-    (folder / "munge").chmod(0o700)
+    (folder / "munge").chmod(0o755)  # clients of any user reach the socket; the key stays 0400, root's
     key = folder / "munge" / "munge.key"
     key.write_bytes(secrets.token_bytes(1024))
     key.chmod(0o400)

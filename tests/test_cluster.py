@@ -221,6 +221,20 @@ def test_the_script_prints_what_a_shell_needs_and_leaves_nothing_behind(cluster)
             ["sinfo", "-h", "-o", "%P %t"], env={**os.environ, **exports}, capture_output=True, text=True
         )
         assert sinfo.stdout.split() == ["debug*", "idle"], sinfo.stderr
+        as_user = [
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            "env",
+            f"SLURM_CONF={exports['SLURM_CONF']}",
+            "sinfo",
+            "-h",
+            "-o",
+            "%t",
+        ]
+        user = subprocess.run(as_user, capture_output=True, text=True)
+        assert user.stdout.strip() == "idle", f"another user's terminal reaches the cluster: {user.stderr}"
         folder = Path(exports["SLURM_CONF"]).parents[1]
         script.send_signal(signal.SIGINT)
         assert script.wait(timeout=30) == 0
