@@ -225,16 +225,7 @@ def start_postgres(cluster: LocalCluster) -> None:
     ready = [str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
     _wait_until(lambda: subprocess.run(ready).returncode == 0, "PostgreSQL (pg_isready)", folder / "postgres.log")
     env = {**os.environ, "PGPASSWORD": password}
-    create = [
-        str(bin_dir.parent / "bin" / "createdb"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-U",
-        "expframe",
-        "expframe",
-    ]
+    create = [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "expframe", "expframe"]
     done = subprocess.run(create, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise ClusterError(f"createdb failed: {done.stderr.strip()}")

@@ -7,9 +7,10 @@ is saved as written, the interpolation, and resolved only when the study opens.
 """
 
 import logging
-import os
 import re
 from pathlib import Path
+
+from expframe.outputs import write_atomic
 
 URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@'\"]+:)([^\s@/'\"]+)(@)", re.IGNORECASE)
 HYDRA_FILES = ("hydra.yaml", "overrides.yaml", "config.yaml")
@@ -20,16 +21,14 @@ def masked(text: str) -> str:
 
 
 def mask_file(path: Path) -> None:
-    """Rewritten (temporary file, then rename) only when it holds a password."""
+    """Rewritten, atomically, only when it holds a password."""
     try:
         text = path.read_text()
     except OSError:
         return
     clean = masked(text)
     if clean != text:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(clean)
-        os.replace(tmp, path)
+        write_atomic(path, clean)
 
 
 def mask_run_folder(run_dir: Path, sweep_dir: Path | None = None) -> None:

@@ -10,6 +10,7 @@ result gets a metrics.json saying how, and the sweep goes on, as it does for a j
 
 import json
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ class SqueueSlurmLauncher(SlurmLauncher):
         executor.update_parameters(**self._executor_parameters())
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:  # as the plugin does
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
         indices = [initial_job_idx + i for i in range(len(job_overrides))]
         state = Singleton.get_state()
@@ -107,11 +110,8 @@ def wait_for(jobs: list) -> dict[str, str | None]:
     while True:
         waiting = [j for j in jobs if j.job_id not in ended]
         if waiting and time.monotonic() - asked >= pause:
-            states, asked, pause = (
-                queue_states([j.job_id for j in waiting]),
-                time.monotonic(),
-                min(SQUEUE_POLL_S[1], pause * 1.5),
-            )
+            states = queue_states([j.job_id for j in waiting])
+            asked, pause = time.monotonic(), min(SQUEUE_POLL_S[1], pause * 1.5)
         for job in waiting:
             state = None if states is None else states.get(job.job_id, "(no longer known to squeue)")
             if job.paths.result_pickle.exists():
