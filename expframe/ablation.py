@@ -163,18 +163,21 @@ def main_effects(ok, keys: list[str], figure: str) -> list[str]:
     with Welch's interval; and a note where a key's effect changes sign with another key's level."""
     from scipy import stats  # 0.5 s to import: only when a table has a comparison
 
+    from expframe.report import number_format
+
+    spec = number_format(ok[figure].dropna())  # the table's format for this figure
     lines = []
     for key in keys:
         levels = list(dict.fromkeys(ok[key].astype(str)))
         if len(levels) < 2:
             continue
         values = {lv: ok[ok[key].astype(str) == lv][figure].dropna().to_numpy() for lv in levels}
-        parts = [f"{lv} {values[lv].mean():.4g}" for lv in levels]
+        parts = [f"{lv} {values[lv].mean():{spec}}" for lv in levels]
         for lv in levels[1:]:
             a, b = values[lv], values[levels[0]]
             if len(a) >= 2 and len(b) >= 2:
                 ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(1 - ALPHA)
-                parts.append(f"{lv} - {levels[0]} = {a.mean() - b.mean():+.4g} [{ci.low:+.4g}, {ci.high:+.4g}]")
+                parts.append(f"{lv} - {levels[0]} = {a.mean() - b.mean():+{spec}} [{ci.low:+{spec}}, {ci.high:+{spec}}]")
         lines.append(f"main effect of {key} on {figure}: " + "; ".join(parts))
         for other in keys:
             if other == key:
