@@ -177,7 +177,8 @@ def main_effects(ok, keys: list[str], figure: str) -> list[str]:
             a, b = values[lv], values[levels[0]]
             if len(a) >= 2 and len(b) >= 2:
                 ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(1 - ALPHA)
-                parts.append(f"{lv} - {levels[0]} = {a.mean() - b.mean():+{spec}} [{ci.low:+{spec}}, {ci.high:+{spec}}]")
+                delta = f"{a.mean() - b.mean():+{spec}} [{ci.low:+{spec}}, {ci.high:+{spec}}]"
+                parts.append(f"{lv} - {levels[0]} = {delta}")
         lines.append(f"main effect of {key} on {figure}: " + "; ".join(parts))
         for other in keys:
             if other == key:
