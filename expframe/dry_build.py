@@ -9,13 +9,15 @@ of any group is covered without a line here.
 
 import fnmatch
 import inspect
+import json
 import math
 import warnings
 from collections.abc import Callable
 
 import torch
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import Container, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from expframe import EXECUTION_WHITELIST
 from expframe.build import build
@@ -104,12 +106,36 @@ def _built(path: str, cfg: DictConfig, make: Callable[[], object]) -> object:
         raise _refused(path, OmegaConf.select(cfg, path), e) from None
 
 
+# what a dry build reads; two configurations that agree on these (resolved) build the same objects
+READS = ("model", "activation", "init", "dataset", "optimizer", "loss", "scheduler", "epochs")
+# the resolved READS of the dry builds that passed in this process: a sweep over seeds (or any key
+# nothing built depends on) builds once, not once per value
+_PASSED: set[str] = set()
+
+
 def dry_build(cfg: DictConfig) -> None:
     """On PyTorch's meta device: shapes and constructor checks without allocating or computing (a
     billion-parameter model costs nothing here). Warnings of the throw-away objects stay silent."""
+    reads = _resolved_reads(cfg)
+    if reads is not None and reads in _PASSED:
+        return
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         _dry_build(cfg)
+    if reads is not None:
+        _PASSED.add(reads)
+
+
+def _resolved_reads(cfg: DictConfig) -> str | None:
+    """None when a value does not resolve: the build itself then says which and why."""
+    try:
+        values = {k: OmegaConf.select(cfg, k) for k in READS}
+        plain = {
+            k: OmegaConf.to_container(v, resolve=True) if isinstance(v, Container) else v for k, v in values.items()
+        }
+    except OmegaConfBaseException:
+        return None
+    return json.dumps(plain, sort_keys=True, default=repr)
 
 
 def check_output_cheaply(model: torch.nn.Module, cfg: DictConfig, inputs: ModelInputs) -> None:

@@ -102,3 +102,19 @@ def test_every_axis_preset_repeats_over_three_seeds_and_says_how_it_departs(pres
     params = cfg.hydra.sweeper.params
     assert str(params["seed"]).split(",") == ["0", "1", "2"], "every configuration over three seeds"
     assert "Departs from the practical" in (CONF / "experiment" / f"{preset}.yaml").read_text()
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_the_dry_build_reads_only_what_its_cache_is_keyed_on(group, option):
+    """A sweep's pre-check builds once per distinct READS (a seed sweep: once); a key the dry build
+    read outside READS would let one value's pass stand for another's. Given only READS, it builds
+    (uncached: `_dry_build` itself)."""
+    from expframe.dry_build import READS, _dry_build
+
+    cfg = make_cfg(f"{group}={option}")
+    values = {k: OmegaConf.select(cfg, k) for k in READS}
+    only_reads = OmegaConf.create(
+        {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()}
+    )
+    with torch.device("meta"):
+        _dry_build(only_reads)
