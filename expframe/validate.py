@@ -4,6 +4,7 @@ Hydra already rejects unknown options and keys; `+key=value` bypasses that, so t
 matter are checked here again, with their types.
 """
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,15 +110,17 @@ def _typed(value: object, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-# configurations (their YAML, Hydra's node left out) whose values passed in this process: a sweep's
-# jobs were checked before the first one started, and a job need not build everything again
+# configurations (their values as written, Hydra's node left out) that passed in this process: a
+# sweep's jobs were checked before the first one started, and a job need not build everything again
 _PASSED: set[str] = set()
 
 
 def check_values(cfg: DictConfig) -> None:
     """The rules, then a dry build of every configured object (expframe.dry_build)."""
+    written = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in cfg.items_ex(resolve=False)}
+    written.pop("hydra", None)
     # the figure table is part of what is checked (objectives, monitors): a new table, a new check
-    key = f"{id(figures.FIGURES)}\n" + OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    key = f"{id(figures.FIGURES)}\n" + json.dumps(written, sort_keys=True, default=repr)
     if key in _PASSED:
         return
     check_rules(cfg)
