@@ -104,6 +104,7 @@ def test_every_axis_preset_repeats_over_three_seeds_and_says_how_it_departs(pres
     assert "Departs from the practical" in (CONF / "experiment" / f"{preset}.yaml").read_text()
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the dry build's stepping
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_the_dry_build_reads_only_what_its_cache_is_keyed_on(group, option):
     """A sweep's pre-check builds once per distinct READS (a seed sweep: once); a key the dry build
