@@ -257,3 +257,22 @@ def test_metrics_json_of_a_multiclass_run_has_macro_f1_only(tmp_path):
     metrics = run_like_hydra(tmp_path / "run", "dataset=digits", "epochs=1", "energy.track=false")
     assert 0 < metrics["test_macro_f1"] <= 1 and metrics["test_auroc"] is None
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["test_confusion"]) == 10
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_resnet_trains_in_every_precision_with_channels_last(xray_like, tmp_path, precision):
+    """fp16 on the CPU: autocast and GradScaler there, or the one-line refusal when this torch
+    cannot autocast to it; never a traceback or a run that claims fp16 while computing fp32."""
+    from expframe.engine import train
+    from expframe.errors import ConfigError
+
+    cfg = make_cfg(*folder_overrides(xray_like, "model=resnet", f"precision={precision}", "channels_last=true"))
+    cfg.epochs, cfg.batch_size = 1, 32
+    try:
+        run = train(cfg, tmp_path / "run")
+    except ConfigError as e:
+        assert precision == "fp16" and "cannot autocast" in str(e), e
+        return
+    assert run.metrics["status"] == "ok" and run.metrics["precision"] == precision
+    assert np.isfinite(run.metrics["final_train_loss"]) and 0 < run.metrics["test_acc"] <= 1
+    assert run.model.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
