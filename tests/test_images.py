@@ -117,6 +117,15 @@ def test_second_load_hits_the_cache_and_a_changed_file_misses(xray_like, tmp_pat
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
+def test_a_cache_that_cannot_be_written_is_a_warning_not_a_failure(xray_like, tmp_path, caplog):
+    (tmp_path / "a_file").write_text("not a folder")
+    caplog.set_level(logging.WARNING, logger="expframe")
+    loaded = image_folder(str(xray_like), SIZE, 1, cache_dir=str(tmp_path / "a_file" / "cache"))
+    assert len(loaded.train_y) == sum(COUNTS["train"])
+    warned = [r.message for r in caplog.records if "not written" in r.message]
+    assert len(warned) == 1 and "a_file" in warned[0] and "decodes them again" in warned[0]
+
+
 def test_streamed_equals_resident_with_augmentation(xray_like, tmp_path):
     common = ["model=cnn", "model.channels=[8]", "model.width=16", "augment=basic", "epochs=2", "seed=3"]
     resident = run_like_hydra(tmp_path / "resident", *folder_overrides(xray_like, *common))

@@ -191,11 +191,20 @@ def image_folder(
         log.info("image cache %s: %d images, decoded before", path, sum(len(cache[s]["labels"]) for s in files))
     except (OSError, RuntimeError, KeyError, EOFError):
         cache = _decode_splits(files, image_size, channels, strict)
-        folder.mkdir(parents=True, exist_ok=True)
+        decoded = sum(len(cache[s]["labels"]) for s in files)
         buf = io.BytesIO()
         torch.save(cache, buf)
-        write_atomic(path, buf.getvalue())
-        log.info("image cache %s written: %d images decoded", path, sum(len(cache[s]["labels"]) for s in files))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, buf.getvalue())
+            log.info("image cache %s written: %d images decoded", path, decoded)
+        except OSError as e:  # a full disk or a folder we may not write: this run has its images
+            log.warning(
+                "image cache %s not written (%s): %d images decoded, the next run decodes them again",
+                path,
+                e.strerror or e,
+                decoded,
+            )
     if cache["skipped"]:
         if strict:
             raise ConfigError("dataset.strict", True, f"{cache['skipped'][0]} is not a readable image")
