@@ -268,7 +268,7 @@ def test_metrics_json_of_a_multiclass_run_has_macro_f1_only(tmp_path):
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["test_confusion"]) == 10
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", pytest.param("fp16", marks=pytest.mark.slow)])  # 7 s on a CPU
 def test_a_resnet_trains_in_every_precision_with_channels_last(xray_like, tmp_path, precision):
     """fp16 on the CPU: autocast and GradScaler there, or the one-line refusal when this torch
     cannot autocast to it; never a traceback or a run that claims fp16 while computing fp32."""
