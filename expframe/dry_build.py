@@ -116,7 +116,8 @@ _PASSED: set[str] = set()
 def dry_build(cfg: DictConfig) -> None:
     """On PyTorch's meta device: shapes and constructor checks without allocating or computing (a
     billion-parameter model costs nothing here). Warnings of the throw-away objects stay silent."""
-    reads = _resolved_reads(cfg)
+    inputs = build_inputs(cfg)
+    reads = None if inputs is None else json.dumps(inputs, sort_keys=True, default=repr)
     if reads is not None and reads in _PASSED:
         return
     with warnings.catch_warnings(), torch.device("meta"):
@@ -126,16 +127,16 @@ def dry_build(cfg: DictConfig) -> None:
         _PASSED.add(reads)
 
 
-def _resolved_reads(cfg: DictConfig) -> str | None:
-    """None when a value does not resolve: the build itself then says which and why."""
+def build_inputs(cfg: DictConfig) -> dict | None:
+    """The READS, resolved, as plain values; None when one does not resolve: the build itself then
+    says which and why."""
     try:
         values = {k: OmegaConf.select(cfg, k) for k in READS}
-        plain = {
+        return {
             k: OmegaConf.to_container(v, resolve=True) if isinstance(v, Container) else v for k, v in values.items()
         }
     except OmegaConfBaseException:
         return None
-    return json.dumps(plain, sort_keys=True, default=repr)
 
 
 def check_output_cheaply(model: torch.nn.Module, cfg: DictConfig, inputs: ModelInputs) -> None:

@@ -110,12 +110,8 @@ def test_the_dry_build_reads_only_what_its_cache_is_keyed_on(group, option):
     """A sweep's pre-check builds once per distinct READS (a seed sweep: once); a key the dry build
     read outside READS would let one value's pass stand for another's. Given only READS, it builds
     (uncached: `_dry_build` itself)."""
-    from expframe.dry_build import READS, _dry_build
+    from expframe.dry_build import _dry_build, build_inputs
 
-    cfg = make_cfg(f"{group}={option}")
-    values = {k: OmegaConf.select(cfg, k) for k in READS}
-    only_reads = OmegaConf.create(
-        {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()}
-    )
+    only_reads = OmegaConf.create(build_inputs(make_cfg(f"{group}={option}")))
     with torch.device("meta"):
         _dry_build(only_reads)
