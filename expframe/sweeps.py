@@ -3,11 +3,12 @@
 import copy
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from expframe.errors import ConfigError
 from expframe.validate import check_values
@@ -16,26 +17,76 @@ log = logging.getLogger("expframe")
 
 
 def check_sweep_values(cfg: DictConfig) -> None:
-    """Every value of a command-line sweep (`key=a,b`), checked before the first job starts."""
+    """Every value of a command-line sweep (`key=a,b`) and of the sweeper's search space (Optuna's
+    `hydra.sweeper.params`: choice, range, interval bounds), checked with the same rules before the
+    first job starts. A sweep with no point to run is refused."""
     sources = [Path(src.path) for src in cfg.hydra.runtime.config_sources if src.schema == "file"]
     # what a job receives: Hydra's own node is most of the config and no check reads it
     job_part = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    for override in OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task)):
-        if not (override.is_choice_sweep() or override.is_range_sweep()):
+    parser = OverridesParser.create()
+    typed = parser.parse_overrides(list(cfg.hydra.overrides.task))
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    searched = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    for override in [*typed, *searched]:
+        if not override.is_sweep_override():
             continue
         key = override.get_key_element().lstrip("+~")
-        values = list(override.sweep_string_iterator())
+        values = None
+        if override.is_interval_sweep():
+            interval = override.value()
+            values = [interval.start, interval.end]
+            if "int" in interval.tags:
+                values = [int(v) for v in values]
+        if values is None:
+            values = list(override.sweep_iterator())
+            if not values:
+                raise ConfigError(
+                    key, override.input_line.partition("=")[2], "gives no value: the sweep has nothing to run"
+                )
+        elif not values[0] < values[1]:
+            raise ConfigError(key, override.input_line.partition("=")[2], "must be interval(low, high) with low < high")
         if any((src / key).is_dir() for src in sources):
             options = sorted({p.stem for src in sources for p in (src / key).glob("*.yaml")})
             for value in values:
-                if value not in options:
+                if str(value) not in options:
                     raise ConfigError(key, value, f"must be one of {', '.join(options)}")
             continue
-        for value in override.sweep_iterator():
+        for value in values:
             trial = copy.deepcopy(job_part)
             with read_write(trial), open_dict(trial):
                 OmegaConf.update(trial, key, value, force_add=True)
             check_values(trial)
+
+
+def check_sweeper_settings(cfg: DictConfig, objectives: int) -> None:
+    """What the sweeper and launcher would otherwise find out mid-sweep, or never (a study of 0 trials
+    runs nothing and exits 0)."""
+    sweeper, launcher = cfg.hydra.sweeper, cfg.hydra.launcher
+    for key, node in (("hydra.sweeper.n_trials", sweeper), ("hydra.sweeper.n_jobs", sweeper)):
+        name = key.rsplit(".", 1)[1]
+        value = node.get(name)
+        if name in node and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(key, value, "must be an integer >= 1")
+    if "n_jobs" in launcher:
+        value, cores = launcher.get("n_jobs"), os.cpu_count() or 1
+        if not isinstance(value, int) or isinstance(value, bool) or value == 0 or value < -cores:
+            raise ConfigError(
+                "hydra.launcher.n_jobs",
+                value,
+                f"must be an integer >= 1, or -1 .. -{cores} (all cores, all but one, ...)",
+            )
+    if "direction" in sweeper:
+        direction = sweeper.get("direction")
+        directions = list(direction) if isinstance(direction, ListConfig) else [direction]
+        for d in directions:
+            if str(d).split(".")[-1].lower() not in ("minimize", "maximize"):
+                raise ConfigError("hydra.sweeper.direction", d, "must be minimize or maximize")
+        if len(directions) != objectives:
+            raise ConfigError(
+                "hydra.sweeper.direction",
+                OmegaConf.to_container(direction) if isinstance(direction, ListConfig) else direction,
+                f"gives {len(directions)} direction(s) for {objectives} objective(s) (objective={cfg.objective})",
+            )
 
 
 def status_counts(sweep_dir: Path) -> Counter:

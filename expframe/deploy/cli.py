@@ -15,11 +15,10 @@ from expframe import PROJECT_ROOT
 from expframe.data import load
 from expframe.deploy.serve import check_settings, deploy
 from expframe.deploy.variants import KINDS
-from expframe.engine import MODEL_FILE, model_inputs
+from expframe.engine import model_inputs
 from expframe.errors import ConfigError
-from expframe.models import build_model
 from expframe.outputs import write_json
-from expframe.rescore import load_run
+from expframe.rescore import load_run, restored_model
 
 
 def settings(variants: list[str] | None) -> DictConfig:
@@ -32,28 +31,10 @@ def settings(variants: list[str] | None) -> DictConfig:
     return chosen
 
 
-def load_weights(run_dir: Path) -> dict:
-    """weights_only: a model.pt holds tensors, never code; anything else is one line."""
-    path = run_dir / MODEL_FILE
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises pickle, zip and runtime errors for a damaged file
-        raise ConfigError("RUN_DIR", str(run_dir), f"has an unreadable {MODEL_FILE} ({type(e).__name__})") from None
-    if not isinstance(state, dict):
-        raise ConfigError("RUN_DIR", str(run_dir), f"{MODEL_FILE} is not a state_dict")
-    return state
-
-
 def deploy_run(run_dir: Path, chosen: DictConfig) -> dict:
     cfg, metrics = load_run(run_dir)
-    state = load_weights(run_dir)
     data = load(cfg.dataset, torch.device("cpu"))
-    net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data))
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise ConfigError("RUN_DIR", str(run_dir), f"{MODEL_FILE} does not fit the saved config ({first})") from None
+    net = restored_model(run_dir, cfg, model_inputs(data))
     served = deploy(net, data.test_x[:], data.test_y, chosen, run_dir)
     write_json(run_dir / "metrics.json", {**metrics, **served})
     return served
