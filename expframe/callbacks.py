@@ -2,7 +2,6 @@
 
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,38 +10,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe import folder_lock
+from expframe.added_keys import check_added_keys
 from expframe.checkpoint import check_resumable
 from expframe.data.sources import check_available
 from expframe.errors import ConfigError
+from expframe.outputs import check_writable
 from expframe.redact import mask_run_folder
 from expframe.report_worker import Worker
 from expframe.sweeps import check_sweep_values, check_sweeper_settings, log_status_counts
 from expframe.validate import validate
 
 log = logging.getLogger("expframe")
-
-
-# bytes of one name in a path: what Linux file systems allow
-NAME_MAX = 255
-
-
-def check_writable(key: str, where: str) -> None:
-    """The output folder must be creatable: its nearest existing ancestor a folder we can write to
-    (probed with a temporary file, since root passes every permission check but a read-only mount)."""
-    path = Path(where).absolute()
-    too_long = next((part for part in path.parts if len(part.encode()) > NAME_MAX), None)
-    if too_long is not None:
-        raise ConfigError(
-            key, where, f"holds a name of {len(too_long.encode())} bytes; the file system allows {NAME_MAX}"
-        )
-    ancestor = next(p for p in (path, *path.parents) if p.exists())
-    if not ancestor.is_dir():
-        raise ConfigError(key, where, f"cannot be created: {ancestor} is a file")
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as e:
-        raise ConfigError(key, where, f"cannot be created: {ancestor} is not writable ({e.strerror})") from None
 
 
 def check_output_folder(key: str, where: object) -> Path:
@@ -120,6 +98,8 @@ def check_config(cfg: DictConfig, sweep: bool = False) -> None:
     The output folder is checked and locked last, so a refused config leaves no folder behind.
     """
     try:
+        if "hydra" in cfg:
+            check_added_keys(list(cfg.hydra.overrides.task), dict(cfg.hydra.runtime.choices))
         validate(cfg)
         if cfg.get("resume"):
             check_resumable(cfg)
@@ -185,7 +165,8 @@ class ExpframeCallback(Callback):
 def summarise_sweep(sweep_dir: Path, auto_report: bool) -> None:
     """One line per status, then the report: at the end of a sweep, or when Ctrl-C stops it."""
     log_status_counts(sweep_dir)
-    if not (auto_report and sweep_dir.is_dir()):
+    has_jobs = sweep_dir.is_dir() and any((p / ".hydra").is_dir() for p in sweep_dir.iterdir())
+    if not (auto_report and has_jobs):
         Worker.stop()
         return
     try:

@@ -10,6 +10,7 @@ from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from expframe import signals
 from expframe.compose_once import ComposeOnceSweeper
 from expframe.energy import warm_up_for
 from expframe.errors import ConfigError
@@ -44,6 +45,7 @@ def run_cli(main: Callable[[], object]) -> None:
     Plugins.instance().register(ResumableOptunaSweeper)
     Plugins.instance().register(ComposeOnceSweeper)
     Plugins.instance().register(SqueueSlurmLauncher)
+    signals.install()
     warm_up_for(sys.argv[1:])
     if wants_report(sys.argv[1:]):
         Worker.start()
@@ -56,8 +58,9 @@ def run_cli(main: Callable[[], object]) -> None:
     except USER_ERRORS as e:
         sys.exit(f"error: {one_line(e)}")
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        status = signals.exit_status()
+        print("terminated (SIGTERM)" if status == 143 else "interrupted", file=sys.stderr)
+        sys.exit(status)
     except ValueError as e:
         if not _flag_misuse(e):
             raise

@@ -11,6 +11,7 @@ import fnmatch
 import inspect
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable
 
@@ -154,6 +155,25 @@ def check_output_cheaply(model: torch.nn.Module, cfg: DictConfig, inputs: ModelI
         build_model(cfg.model, cfg.activation, cfg.init, inputs)
 
 
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(model: torch.nn.Module, target: str) -> None:
+    """The weights alone (measured on the meta device, nothing allocated) must fit in the machine's
+    memory; training needs more (gradients, optimizer state, activations), so this is a floor."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    memory = machine_memory_bytes()
+    if weights > memory:
+        count = sum(p.numel() for p in model.parameters())
+        raise ConfigError(
+            "model",
+            target,
+            f"has {count:,} parameters: {weights / 2**30:,.1f} GiB for the weights alone, "
+            f"over this machine's {memory / 2**30:,.1f} GiB of memory (a smaller model.width or model.depth)",
+        )
+
+
 def _dry_build(cfg: DictConfig) -> None:
     for path in TARGETS:
         node = OmegaConf.select(cfg, path)
@@ -174,7 +194,8 @@ def _dry_build(cfg: DictConfig) -> None:
         raise ConfigError(
             "model", target, f"cannot be built for inputs shaped {inputs.input_shape} ({short_reason(e)})"
         ) from None
+    check_fits(model, cfg.model.get("_target_"))
     optimizer = _built("optimizer", cfg, lambda: build(cfg.optimizer)(model.parameters()))
-    _built("loss", cfg, lambda: build_loss(cfg.loss, cfg.dataset.num_classes, torch.device("cpu")))
+    _built("loss", cfg, lambda: build_loss(cfg.loss, cfg.dataset.num_classes, torch.device("meta")))
     if cfg.scheduler.get("_target_"):
         _built("scheduler", cfg, lambda: check_schedule(cfg, optimizer))

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from expframe.errors import ConfigError
+from expframe.signals import Terminated, received
 
 log = logging.getLogger("expframe")
 
@@ -211,21 +212,28 @@ class EnergyMeter:
         }
 
 
+DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """CodeCarbon's schedulers take a lock without try/finally: a Ctrl-C between its acquire and
-    release leaves it held, and the next stop waits on it forever. A SIGINT during a CodeCarbon
-    call is held back and raised as KeyboardInterrupt once the call has returned; the previous
-    handler is back in place either way."""
+    release leaves it held, and the next stop waits on it forever. A SIGINT (SIGTERM) during a
+    CodeCarbon call is held back and raised as KeyboardInterrupt (Terminated) once the call has
+    returned; the previous handlers are back in place either way."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in DEFERRED}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if signal.SIGTERM in caught:
+            received.append(signal.SIGTERM)
+            raise Terminated("received signal SIGTERM")
         if caught:
             raise KeyboardInterrupt
 

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 # what a classifier's metrics.json says about its task beyond the figures
+# the smallest validation split a run measures on (a seeded val_fraction of the training set)
+MIN_VAL_SAMPLES = 5
 TASK_KEYS = ("class_names", "positive", "class_weights", "val_confusion", "test_confusion")
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -157,6 +159,13 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, sp
             "dataset.val_fraction",
             cfg.dataset.val_fraction,
             f"leaves {len(train_idx)} of {len(data.train_y)} training samples to train on; use a smaller fraction",
+        )
+    if not data.val_size and len(val_idx) < MIN_VAL_SAMPLES:
+        raise ConfigError(
+            "dataset.val_fraction",
+            cfg.dataset.val_fraction,
+            f"leaves {len(val_idx)} of {len(data.train_y)} samples to validate on; at least {MIN_VAL_SAMPLES} are "
+            f"needed (one sample fewer or more must not move the validation accuracy by over 20 points)",
         )
     if cfg.batch_size >= len(train_idx):
         log.info(

@@ -522,8 +522,7 @@ def summary_line(metrics: dict) -> str:
         names.update(deploy_s="deploy")
         line += " time: " + " + ".join(f"{names[k]} {v:.2f}" for k, v in spent.items() if v is not None) + " s"
     if metrics.get("timing_contended"):
-        line += (
-            f" warning: timing contended (other processes used {metrics['other_cpu_load']:.0%} of the CPUs);"
-            " speed figures are unreliable, see README"
-        )
+        load = metrics.get("other_cpu_load")
+        used = f" (other processes used {load:.0%} of the CPUs)" if isinstance(load, int | float) else ""
+        line += f" warning: timing contended{used}; speed figures are unreliable, see README"
     return line

@@ -89,6 +89,10 @@ def release(folder: Path) -> None:
     if path in _HELD:
         _HELD.discard(path)
         path.unlink(missing_ok=True)
+        try:
+            folder.rmdir()  # a sweep refused or stopped before its first job leaves no empty folder
+        except OSError:
+            pass
 
 
 def release_all() -> None:

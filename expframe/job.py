@@ -22,6 +22,7 @@ from expframe.cv import cross_validate
 from expframe.engine import failure_record, train
 from expframe.errors import ConfigError
 from expframe.outputs import write_json
+from expframe.signals import exit_status
 
 log = logging.getLogger("expframe")
 
@@ -124,7 +125,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         metrics["time_breakdown"]["clean_up_s"] = cleaned
         write_json(out_dir / "metrics.json", metrics)
     if metrics["status"] == "interrupted":
-        stop_interrupted(metrics, out_dir, hydra_cfg, cfg.report.auto)
+        stop_interrupted(metrics, out_dir, hydra_cfg, cfg.report.auto, exit_status())
     log.info("%s -> %s", figures.summary_line(metrics), out_dir)
     return objective(metrics, cfg.objective)
 
@@ -135,15 +136,18 @@ def record_failure(out_dir: Path, metrics: dict) -> dict:
     return metrics
 
 
-def stop_interrupted(metrics: dict, out_dir: Path, hydra_cfg: DictConfig, auto_report: bool) -> None:
-    """Ctrl-C: the job's finished epochs are in its metrics.json; a sweep starts no further job and
-    writes the report of what finished. Exit status 130, the shell's for an interrupt."""
+def stop_interrupted(metrics: dict, out_dir: Path, hydra_cfg: DictConfig, auto_report: bool, status: int) -> None:
+    """Ctrl-C or SIGTERM: the job's finished epochs are in its metrics.json; a sweep starts no further
+    job and writes the report of what finished. Exit status 130 (Ctrl-C) or 143 (SIGTERM), the shell's."""
     log.warning(
-        "interrupted: %s finished epochs recorded (status interrupted) -> %s", metrics["epochs_run"] or 0, out_dir
+        "%s: %s finished epochs recorded (status interrupted) -> %s",
+        "terminated (SIGTERM)" if status == 143 else "interrupted",
+        metrics["epochs_run"] or 0,
+        out_dir,
     )
     if hydra_cfg.mode == RunMode.MULTIRUN:
         summarise_sweep(Path(hydra_cfg.sweep.dir), auto_report)
-    raise SystemExit(130)
+    raise SystemExit(status)
 
 
 def release_job_state(threads: int) -> None:

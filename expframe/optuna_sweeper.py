@@ -22,7 +22,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import ListConfig, OmegaConf
 
 from expframe.build import build
-from expframe.errors import ConfigError
+from expframe.errors import ConfigError, short_reason
 from expframe.folder_lock import process_start
 from expframe.redact import MaskPasswords, masked
 
@@ -89,7 +89,13 @@ class ResumableOptunaSweeper(OptunaSweeper):
         storage = str(self.sweeper.storage)
         check_storage_driver(storage)
         if storage.startswith("sqlite:///"):
-            Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(storage[len("sqlite:///") :]).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(
+                    "hydra.sweeper.storage", masked(storage), f"its folder {folder} cannot be created ({e.strerror})"
+                ) from None
         direction = self.sweeper.direction
         directions = list(direction) if isinstance(direction, ListConfig | list) else [direction]
         for attempt in range(STORAGE_ATTEMPTS):
@@ -100,10 +106,20 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     directions=[str(d).split(".")[-1] for d in directions],
                     load_if_exists=True,
                 )
-            except SQLAlchemyError:
+            except SQLAlchemyError as e:
                 if attempt == STORAGE_ATTEMPTS - 1:
-                    raise
+                    raise unreachable(storage, e) from None
                 time.sleep(0.2 + random.random())
+
+
+def unreachable(storage: str, error: BaseException) -> ConfigError:
+    """One line naming the server (host and port) and the database's own reason, the password masked."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(storage)
+    where = f"{url.host or 'localhost'}:{url.port or 'default port'}" if url.host is not None else url.database
+    reason = masked(short_reason(getattr(error, "orig", None) or error, 160))
+    return ConfigError("hydra.sweeper.storage", masked(storage), f"cannot be opened at {where} ({reason})")
 
 
 DRIVER_PACKAGES = {"psycopg": "pip install -e '.[cluster]' (psycopg 3)", "psycopg2": "pip install psycopg2-binary"}

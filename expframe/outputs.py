@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from expframe.errors import ConfigError
+
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -52,3 +54,26 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     write_atomic(path, buf.getvalue())
+
+
+# bytes of one name in a path: what Linux file systems allow
+NAME_MAX = 255
+
+
+def check_writable(key: str, where: str) -> None:
+    """The output folder must be creatable: its nearest existing ancestor a folder we can write to
+    (probed with a temporary file, since root passes every permission check but a read-only mount)."""
+    path = Path(where).absolute()
+    too_long = next((part for part in path.parts if len(part.encode()) > NAME_MAX), None)
+    if too_long is not None:
+        raise ConfigError(
+            key, where, f"holds a name of {len(too_long.encode())} bytes; the file system allows {NAME_MAX}"
+        )
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(key, where, f"cannot be created: {ancestor} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as e:
+        raise ConfigError(key, where, f"cannot be created: {ancestor} is not writable ({e.strerror})") from None

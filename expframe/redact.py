@@ -12,7 +12,9 @@ from pathlib import Path
 
 from expframe.outputs import write_atomic
 
-URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@'\"]+:)([^\s@/'\"]+)(@)", re.IGNORECASE)
+# scheme://user:PASSWORD@host: as SQLAlchemy parses a URL, the password runs to the next `@` and may
+# hold `/`, spaces and percent-escapes; masked up to that `@` on the same line
+URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@'\"]+:)([^@\n]+)(@)", re.IGNORECASE)
 HYDRA_FILES = ("hydra.yaml", "overrides.yaml", "config.yaml")
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from expframe import figures
 from expframe.ablation import ablation_tables, best_table_tex
 from expframe.deploy.report import deploy_table, write_deploy_figure
+from expframe.errors import ConfigError, short_reason
 from expframe.green import early_stopping_savings, energy_footnote
-from expframe.outputs import write_atomic
+from expframe.outputs import check_writable, write_atomic
 
 log = logging.getLogger("expframe")
 
@@ -79,6 +80,12 @@ def find_runs(paths: list[Path]) -> tuple[list[dict], list[Path], list[str]]:
                 skipped.append(f"{path}: corrupt JSON ({e})")
                 continue
             reason = check_run(metrics)
+            if reason is None and (job / ".hydra" / "config.yaml").exists():
+                try:
+                    saved_config(job)
+                except ValueError as e:
+                    skipped.append(f"{job / '.hydra' / 'config.yaml'}: {e}")
+                    continue
             if reason:
                 skipped.append(f"{path}: {reason}")
                 continue
@@ -98,19 +105,37 @@ def _flatten(node: object, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: json.dumps(node) if isinstance(node, list) else node}
 
 
+@functools.cache
+def saved_config(job: Path) -> dict | None:
+    """The job's `.hydra/config.yaml` as plain data (never instantiated), parsed once; None when the
+    folder has none; ValueError naming what is wrong when it cannot be read as a mapping."""
+    import yaml
+
+    path = job / ".hydra" / "config.yaml"
+    if not path.exists():
+        return None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        config = yaml.load(path.read_text(), Loader=loader)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"unreadable ({type(e).__name__})") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"corrupt YAML ({' '.join(str(e).split())[:120]})") from None
+    if not isinstance(config, dict):
+        raise ValueError("corrupt: not a mapping of keys")
+    return config
+
+
 def run_config(run: dict) -> dict[str, object]:
     """Group choices, then every resolved key, dotted (`optimizer`, `optimizer.lr`, ...).
 
     A run folder without a readable config (written by other means) is described by its swept keys.
     """
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        config = yaml.load((Path(run["run_dir"]) / ".hydra" / "config.yaml").read_text(), Loader=loader)
-    except (OSError, yaml.YAMLError):
+        config = saved_config(Path(run["run_dir"]))
+    except ValueError:
         config = None
-    if not isinstance(config, dict):
+    if config is None:
         return {"seed": run.get("seed"), **(run.get("swept") or {})}
     choices = run.get("choices") or {}
     flat: dict[str, object] = {}
@@ -531,8 +556,10 @@ def report(
     plots: bool = True,
     baseline: dict[str, str] | None = None,
     resolve: float = 0.01,
+    named_baseline: dict[str, str] | None = None,
 ) -> str:
-    """Writes summary.csv/.md/.tex (and figures/) into `out`; returns the markdown table."""
+    """Writes summary.csv/.md/.tex (and figures/) into `out`; returns the markdown table.
+    `named_baseline`: the keys the user gave `--baseline`, each checked against these runs first."""
     runs, incomplete, skipped = find_runs(paths)
     for job in incomplete:
         log.warning("skipped incomplete job folder (no metrics.json): %s", job)
@@ -553,6 +580,15 @@ def report(
         raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(known)}")
     if sort and sort not in [*chosen, *keys]:
         raise SystemExit(f"error: --sort {sort}: choose from {', '.join([*chosen, *keys])}")
+    for key, value in (named_baseline or {}).items():
+        if key not in df.columns:
+            differ = ", ".join(varying)
+            raise SystemExit(
+                f"error: --baseline {key}={value}: not a config key of these runs; keys that differ: {differ}"
+            )
+        values = sorted({as_text(v) for v in df[key]})
+        if as_text(value) not in values:
+            raise SystemExit(f"error: --baseline {key}={value}: no run has it; {key} is one of {', '.join(values)}")
     table = grouped(df, keys, chosen)
     if sort:
         column = f"{sort}_mean" if f"{sort}_mean" in table.columns else sort
@@ -657,14 +693,25 @@ def main(argv: list[str] | None = None) -> None:
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         raise SystemExit(f"error: PATH {missing[0]}: no such folder")
-    baseline = None
+    baseline, named = None, None
     if args.baseline:
         bad = [b for b in args.baseline if "=" not in b]
         if bad:
             raise SystemExit(f"error: --baseline {bad[0]}: write KEY=VALUE (e.g. optimizer=sgd)")
-        baseline = {**project_defaults(), **dict(b.split("=", 1) for b in args.baseline)}
+        named = dict(b.split("=", 1) for b in args.baseline)
+        baseline = {**project_defaults(), **named}
     out = args.out or default_out(args)
-    print(report(args.paths, out, args.by, args.metrics, args.sort, not args.no_figures, baseline, args.resolve))
+    try:
+        check_writable("--out", str(out))
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    try:
+        markdown = report(
+            args.paths, out, args.by, args.metrics, args.sort, not args.no_figures, baseline, args.resolve, named
+        )
+    except OSError as e:
+        raise SystemExit(f"error: --out {out}: cannot write the report ({short_reason(e, 160)})") from None
+    print(markdown)
     print(f"\nwritten to {out}", file=sys.stderr)
 
 

@@ -5,6 +5,7 @@ matter are checked here again, with their types.
 """
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from expframe.energy import check_settings
 from expframe.errors import ConfigError
 from expframe.losses import check_class_weights
 from expframe.runtime import check_precision, resolve_device
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,12 @@ RULES = (
     Rule("model.width", int, lambda v: v >= 1, "an integer >= 1", optional=True),
     Rule("model.dropout", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
     Rule("model.batchnorm", bool, lambda v: True, "true or false", optional=True),
-    Rule("optimizer.lr", float, lambda v: 0 < v < math.inf, "a finite number > 0"),
+    Rule(
+        "optimizer.lr",
+        float,
+        lambda v: 0 < v <= FLOAT32_MAX,
+        "a finite number > 0 and <= 3.4e38 (float32's largest: the weights' precision)",
+    ),
     Rule("optimizer.momentum", float, lambda v: 0 <= v < 1, "a number in [0, 1)", optional=True),
     Rule("optimizer.weight_decay", float, lambda v: 0 <= v < math.inf, "a finite number >= 0", optional=True),
     Rule("optimizer.eps", float, lambda v: 0 < v < math.inf, "a finite number > 0", optional=True),
@@ -89,6 +97,7 @@ RULES = (
         "dataset.workers", int, lambda v: v >= 0, "an integer >= 0 (DataLoader workers when streaming)", optional=True
     ),
     Rule("dataset.strict", bool, lambda v: True, "true or false", optional=True),
+    Rule("dataset.max_pixels", int, lambda v: v >= 1, "an integer >= 1 (pixels an image may declare)", optional=True),
     Rule("model.freeze_backbone", bool, lambda v: True, "true or false", optional=True),
     Rule("dataset.source.n_test", int, lambda v: v >= 1, "an integer >= 1", optional=True),
 )
@@ -163,6 +172,21 @@ def check_cuda_graphs(cfg: DictConfig, device: torch.device) -> None:
         )
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or `taskset`'s share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None) -> None:
+    """More torch threads than CPUs make every thread wait for a core: epochs up to 160x slower."""
+    cpus = usable_cpus()
+    if threads is not None and threads > cpus:
+        raise ConfigError("device.threads", threads, f"must be <= {cpus}, the CPUs this process may use")
+
+
 def validate(cfg: DictConfig) -> torch.device:
     """Returns the device the run will use, so the check and the run agree."""
     check_values(cfg)
@@ -170,6 +194,7 @@ def validate(cfg: DictConfig) -> torch.device:
     check_deploy(cfg.deploy)
     check_augment(cfg.augment)
     check_class_weights(cfg.loss)
+    check_threads(cfg.device.get("threads"))
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     check_cuda_graphs(cfg, device)

@@ -32,15 +32,30 @@ warnings.filterwarnings(
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1
-OTHER = "_other_"  # a folder name nobody uses, and a valid key on the command line
+OTHER = "_other_"
+# pixels an image may declare before it is skipped undecoded (dataset.max_pixels): 50 MP is a 7,000 x
+# 7,000 scan, 150 MB decoded as RGB; the decoders would try 10 GB for a crafted 100,000 x 100,000 header
+DEFAULT_MAX_PIXELS = 50_000_000  # a folder name nobody uses, and a valid key on the command line
 
 
 def _folders(split_dir: Path) -> list[Path]:
     return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def _images(folder: Path, root: Path, strict: bool) -> list[Path]:
+    """The folder's image files; a link that leads out of `root` is skipped with a warning (an error
+    with dataset.strict=true): a shared data folder must not read files elsewhere on the machine."""
+    kept, outside = [], []
+    inside = root.resolve()
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        (kept if path.resolve().is_relative_to(inside) else outside).append(path)
+    if outside and strict:
+        raise ConfigError("dataset.strict", True, f"{outside[0]} links outside dataset.root ({root})")
+    if outside:
+        log.warning(
+            "skipped %d file(s) that link outside dataset.root: %s", len(outside), ", ".join(map(str, outside[:3]))
+        )
+    return kept
 
 
 def label_map(train_dir: Path, classes: dict | None) -> tuple[dict[str, int], list[str]]:
@@ -67,7 +82,9 @@ def _label_of(folder: str, mapping: dict[str, int], split: str) -> int:
     )
 
 
-def list_files(setting: str | None, classes: dict | None) -> tuple[Path, dict[str, list[tuple[Path, int]]], list[str]]:
+def list_files(
+    setting: str | None, classes: dict | None, strict: bool = False
+) -> tuple[Path, dict[str, list[tuple[Path, int]]], list[str]]:
     """The folder `dataset.root` names, every image file per split with its label, and the label
     names: the checks that need no decoding (run before a sweep's first job, and by each load)."""
     if setting is None:
@@ -92,7 +109,7 @@ def list_files(setting: str | None, classes: dict | None) -> tuple[Path, dict[st
             raise ConfigError("dataset.root", str(root), f"{split}/ has no class folders")
         files[split] = []
         for folder in folders:
-            images = _images(folder)
+            images = _images(folder, root, strict)
             if not images:
                 raise ConfigError("dataset.root", str(folder), "is an empty class folder (no .png or .jpg files)")
             label = _label_of(folder.name, mapping, split)
@@ -100,8 +117,8 @@ def list_files(setting: str | None, classes: dict | None) -> tuple[Path, dict[st
     return root, files, names
 
 
-def cache_key(files: dict, image_size: int, channels: int, names: list[str]) -> str:
-    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, image_size, channels, names]).encode())
+def cache_key(files: dict, image_size: int, channels: int, names: list[str], max_pixels: int) -> str:
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, image_size, channels, names, max_pixels]).encode())
     for split, entries in files.items():
         for path, label in entries:
             stat = path.stat()
@@ -117,40 +134,66 @@ def default_cache_dir(root: Path) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "expframe" / "images"
 
 
-def decode(path: Path, image_size: int, channels: int) -> torch.Tensor:
-    """One file as a uint8 tensor (channels, size, size), resized with antialiasing."""
+class TooLarge(ValueError):
+    """An image whose header declares more pixels than dataset.max_pixels: never decoded."""
+
+
+def check_dimensions(path: Path, max_pixels: int) -> None:
+    """Reads the header only (PIL opens lazily): a 274-byte PNG may claim 100000 x 100000 pixels, and
+    decoding it would take 10 GB or crash the decoder."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except Image.DecompressionBombError:
+            declared = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            raise TooLarge(
+                f"its header declares over {declared:,} pixels, over dataset.max_pixels={max_pixels:,}"
+            ) from None
+    if width * height > max_pixels:
+        raise TooLarge(f"{width} x {height} pixels, over dataset.max_pixels={max_pixels:,}")
+
+
+def decode(path: Path, image_size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """One file as a uint8 tensor (channels, size, size), resized with antialiasing; its size is read
+    from its header first."""
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import resize
 
+    check_dimensions(path, max_pixels)
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     image = decode_image(str(path), mode=mode)
     return resize(image, [image_size, image_size], antialias=True)
 
 
-def _decode_all(entries: list[tuple[Path, int]], image_size: int, channels: int, strict: bool):
+def _decode_all(entries: list[tuple[Path, int]], image_size: int, channels: int, strict: bool, max_pixels: int):
+    """Decoded images and labels, and `path (why)` for each file skipped."""
+
     def one(entry):
         try:
-            return decode(entry[0], image_size, channels)
-        except (RuntimeError, OSError, ValueError) as e:
+            return decode(entry[0], image_size, channels, max_pixels)
+        except (RuntimeError, OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError for bad headers
+            why = str(e) if isinstance(e, TooLarge) else f"not a readable image: {short_reason(e, 120)}"
             if strict:
-                raise ConfigError(
-                    "dataset.strict", True, f"{entry[0]} is not a readable image ({short_reason(e)})"
-                ) from None
-            return None
+                raise ConfigError("dataset.strict", True, f"{entry[0]}: {why}") from None
+            return f"{entry[0]} ({why})"
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         decoded = list(pool.map(one, entries))
-    kept = [(image, label) for image, (_, label) in zip(decoded, entries, strict=True) if image is not None]
-    skipped = [str(path) for image, (path, _) in zip(decoded, entries, strict=True) if image is None]
+    kept = [(image, label) for image, (_, label) in zip(decoded, entries, strict=True) if not isinstance(image, str)]
+    skipped = [image for image in decoded if isinstance(image, str)]
     images = torch.stack([i for i, _ in kept]) if kept else torch.empty(0, channels, image_size, image_size)
     labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
     return images.to(torch.uint8), labels, skipped
 
 
-def _decode_splits(files: dict, image_size: int, channels: int, strict: bool) -> dict:
+def _decode_splits(files: dict, image_size: int, channels: int, strict: bool, max_pixels: int) -> dict:
     cache: dict = {"skipped": []}
     for split, entries in files.items():
-        images, labels, skipped = _decode_all(entries, image_size, channels, strict)
+        images, labels, skipped = _decode_all(entries, image_size, channels, strict, max_pixels)
         if not len(labels):
             raise ConfigError("dataset.root", str(entries[0][0].parents[1]), "holds no readable image")
         cache[split] = {"images": images, "labels": labels}
@@ -177,20 +220,21 @@ def image_folder(
     positive: object = None,
     cache_dir: str | None = None,
     strict: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> RawSplits:
     """uint8 NCHW images; a `val/` folder's images follow the training images (`val_size` of them)."""
     if channels not in (1, 3):
         raise ConfigError("dataset.channels", channels, "must be 1 (grayscale) or 3 (RGB)")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise ConfigError("dataset.image_size", image_size, "must be an integer >= 8 (pixels per side)")
-    where, files, names = list_files(root, dict(classes) if classes is not None else None)
+    where, files, names = list_files(root, dict(classes) if classes is not None else None, strict)
     folder = project_path(cache_dir) if cache_dir else default_cache_dir(where)
-    path = folder / f"{cache_key(files, image_size, channels, names)}.pt"
+    path = folder / f"{cache_key(files, image_size, channels, names, max_pixels)}.pt"
     try:
         cache = torch.load(path, mmap=True, weights_only=True)
         log.info("image cache %s: %d images, decoded before", path, sum(len(cache[s]["labels"]) for s in files))
     except (OSError, RuntimeError, KeyError, EOFError):
-        cache = _decode_splits(files, image_size, channels, strict)
+        cache = _decode_splits(files, image_size, channels, strict, max_pixels)
         decoded = sum(len(cache[s]["labels"]) for s in files)
         buf = io.BytesIO()
         torch.save(cache, buf)
@@ -207,9 +251,9 @@ def image_folder(
             )
     if cache["skipped"]:
         if strict:
-            raise ConfigError("dataset.strict", True, f"{cache['skipped'][0]} is not a readable image")
+            raise ConfigError("dataset.strict", True, f"{cache['skipped'][0]}: skipped, and strict refuses that")
         first = ", ".join(cache["skipped"][:3])
-        log.warning("skipped %d unreadable image file(s): %s", len(cache["skipped"]), first)
+        log.warning("skipped %d image file(s): %s", len(cache["skipped"]), first)
     train, test = cache["train"], cache["test"]
     val = cache.get("val")
     train_x, train_y = train["images"], train["labels"]
