@@ -58,6 +58,21 @@ def check_sweep_subdir(cfg: DictConfig) -> None:
         raise ConfigError("hydra.sweep.subdir", raw, "must be a relative folder name inside the sweep folder")
 
 
+def check_hydra_files(cfg: DictConfig) -> None:
+    """Hydra's own files (its `.hydra/` copy, the job log) stay in the job's folder."""
+    subdir = OmegaConf.select(cfg, "hydra.output_subdir")
+    if subdir is not None:
+        check_name("hydra.output_subdir", subdir)
+    for logging_key in ("hydra.job_logging", "hydra.hydra_logging"):
+        handlers = OmegaConf.select(cfg, f"{logging_key}.handlers") or {}
+        for name in handlers:
+            raw = OmegaConf.to_container(handlers[name], resolve=False).get("filename")
+            inside = isinstance(raw, str) and raw.startswith("${hydra.runtime.output_dir}/") and ".." not in raw
+            if raw is not None and not inside:
+                key = f"{logging_key}.handlers.{name}.filename"
+                raise ConfigError(key, raw, "must be a file in the job's folder (${hydra.runtime.output_dir}/<name>)")
+
+
 def check_new_run_folder(key: str, path: Path) -> None:
     """Finished results are never overwritten: a folder that holds a run is continued with resume=."""
     held = next((name for name in ("metrics.json", "model.pt", ".hydra") if (path / name).exists()), None)
@@ -65,11 +80,21 @@ def check_new_run_folder(key: str, path: Path) -> None:
         raise ConfigError(
             key, str(path), f"already holds a run ({held}): choose another folder, or resume={path} to continue it"
         )
+    check_own_folder(key, path)
+
+
+def check_own_folder(key: str, path: Path) -> None:
+    """An existing folder that holds other files (`hydra.run.dir=conf`) would get a run's files mixed in."""
+    others = sorted(p.name for p in path.iterdir() if p.name != folder_lock.LOCK_FILE) if path.is_dir() else []
+    if others:
+        raise ConfigError(key, str(path), f"holds other files ({', '.join(others[:3])}): name a new or empty folder")
 
 
 def check_new_sweep_folder(key: str, path: Path) -> None:
     """A sweep folder that already holds jobs would have them overwritten by job number."""
     jobs = [p.name for p in path.iterdir() if (p / ".hydra").is_dir()] if path.is_dir() else []
+    if not jobs:
+        check_own_folder(key, path)
     if jobs:
         raise ConfigError(
             key,
@@ -82,6 +107,7 @@ def check_outputs(cfg: DictConfig, sweep: bool) -> None:
     key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
     path = check_output_folder(key, OmegaConf.select(cfg, key))
     check_name("hydra.job.name", OmegaConf.select(cfg, "hydra.job.name"))
+    check_hydra_files(cfg)
     if sweep:
         check_sweep_subdir(cfg)
         check_new_sweep_folder(key, path)
@@ -156,7 +182,7 @@ class ExpframeCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra calls it even when on_multirun_start refused the sweep: then there is nothing to sum up."""
         if not getattr(self, "sweep_checked", False):
-            Worker.stop()
+            Worker.cancel()
             return
         summarise_sweep(Path(config.hydra.sweep.dir), config.report.auto)
         folder_lock.release(Path(config.hydra.sweep.dir).absolute().resolve())
@@ -166,7 +192,10 @@ def summarise_sweep(sweep_dir: Path, auto_report: bool) -> None:
     """One line per status, then the report: at the end of a sweep, or when Ctrl-C stops it."""
     log_status_counts(sweep_dir)
     has_jobs = sweep_dir.is_dir() and any((p / ".hydra").is_dir() for p in sweep_dir.iterdir())
-    if not (auto_report and has_jobs):
+    if not has_jobs:
+        Worker.cancel()
+        return
+    if not auto_report:
         Worker.stop()
         return
     try:

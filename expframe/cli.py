@@ -15,6 +15,7 @@ from expframe.compose_once import ComposeOnceSweeper
 from expframe.energy import warm_up_for
 from expframe.errors import ConfigError
 from expframe.optuna_sweeper import ResumableOptunaSweeper
+from expframe.outputs import output_failure
 from expframe.report_worker import Worker
 from expframe.slurm_launcher import SqueueSlurmLauncher
 
@@ -65,6 +66,10 @@ def run_cli(main: Callable[[], object]) -> None:
         if not _flag_misuse(e):
             raise
         sys.exit(f"error: {e}")
+    except OSError as e:  # Hydra's own files (.hydra/, the job log) on a full or read-only disk
+        if output_failure(e) is None:
+            raise
+        sys.exit(f"error: {output_failure(e)}")
 
 
 def exit_without_teardown() -> None:

@@ -56,11 +56,13 @@ def tracker_options(settings: DictConfig) -> dict[str, Any]:
 def check_settings(settings: DictConfig) -> None:
     """The country must be one CodeCarbon has an energy mix for: it would otherwise fall back to a
     world average and say so only in its (silenced) log."""
-    if not settings.track:
-        return
     if settings.tracking_mode not in TRACKING_MODES:
         raise ConfigError("energy.tracking_mode", settings.tracking_mode, f"must be one of {', '.join(TRACKING_MODES)}")
     code = settings.country_iso_code
+    if not (isinstance(code, str) and len(code) == 3 and code.isalpha() and code.isupper()):
+        raise ConfigError("energy.country_iso_code", code, "must be a 3-letter ISO 3166 code (e.g. FRA, DEU, USA)")
+    if not settings.track:  # which grids CodeCarbon knows is read from its data only when it measures
+        return
     from codecarbon.input import DataSource
 
     mixes = DataSource().get_global_energy_mix_data()

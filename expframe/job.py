@@ -20,8 +20,8 @@ from expframe import figures
 from expframe.callbacks import summarise_sweep
 from expframe.cv import cross_validate
 from expframe.engine import failure_record, train
-from expframe.errors import ConfigError
-from expframe.outputs import write_json
+from expframe.errors import ConfigError, short_reason
+from expframe.outputs import output_failure, write_json
 from expframe.signals import exit_status
 
 log = logging.getLogger("expframe")
@@ -113,6 +113,10 @@ def run(cfg: DictConfig) -> float | list[float]:
         if hydra_cfg.mode == RunMode.RUN:
             if isinstance(e, ConfigError):  # found only once the data are loaded: still a user error
                 sys.exit(f"error: {e}")
+            if output_failure(e):
+                sys.exit(f"error: {output_failure(e, out_dir)}")
+            if out_of_memory(e):
+                sys.exit(f"error: out of memory ({short_reason(e, 160)}): try a smaller model, batch_size or data set")
             raise
         log.error("job failed, the sweep goes on:\n%s", traceback.format_exc())
         return objective(metrics, cfg.objective)
@@ -130,9 +134,20 @@ def run(cfg: DictConfig) -> float | list[float]:
     return objective(metrics, cfg.objective)
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """The allocators' refusals: Python's, torch's CPU allocator (a RuntimeError) and CUDA's."""
+    text = str(error)
+    return isinstance(error, MemoryError | torch.OutOfMemoryError) or "can't allocate memory" in text
+
+
 def record_failure(out_dir: Path, metrics: dict) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", metrics)
+    """metrics.json says failed and why; when even that cannot be written (a full disk), the folder
+    keeps no metrics.json, which every reader takes for an unfinished run, never a valid one."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "metrics.json", metrics)
+    except OSError as e:
+        log.error("the failure could not be recorded in %s: %s", out_dir, e.strerror or e)
     return metrics
 
 

@@ -84,7 +84,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
     def _study(self):
         """Workers started together on a new database race to create its schema; the loser retries."""
         import optuna
-        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
         storage = str(self.sweeper.storage)
         check_storage_driver(storage)
@@ -107,7 +107,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     load_if_exists=True,
                 )
             except SQLAlchemyError as e:
-                if attempt == STORAGE_ATTEMPTS - 1:
+                # the race is on the schema; a server that refused the connection twice is not there
+                if attempt == STORAGE_ATTEMPTS - 1 or (isinstance(e, OperationalError) and attempt >= 1):
                     raise unreachable(storage, e) from None
                 time.sleep(0.2 + random.random())
 

@@ -1,6 +1,7 @@
 """Result files are written to a temporary name and renamed, so a killed run never leaves half a file."""
 
 import csv
+import errno
 import io
 import json
 import math
@@ -77,3 +78,18 @@ def check_writable(key: str, where: str) -> None:
             pass
     except OSError as e:
         raise ConfigError(key, where, f"cannot be created: {ancestor} is not writable ({e.strerror})") from None
+
+
+# what a folder that cannot take the run's files raises: full, over quota, read-only, refused, a file
+# over the process's size limit, a name too long
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENAMETOOLONG}
+
+
+def output_failure(error: BaseException, folder: Path | None = None) -> str | None:
+    """One line for a write the file system refused (here or as the cause of `error`), else None."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    if not isinstance(error, OSError) or error.errno not in OUTPUT_ERRNOS:
+        return None
+    where = f" {error.filename}" if error.filename else f" into {folder}" if folder else ""
+    return f"cannot write{where}: {error.strerror} (nothing half-written is left that looks finished)"

@@ -129,6 +129,15 @@ class Worker:
             process.stdin.close()
             process.wait()
 
+    @classmethod
+    def cancel(cls) -> None:
+        """A sweep refused before its first job: the worker (still importing pandas, ~5 s) is ended,
+        not waited for."""
+        process, cls.process = cls.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
 
 if __name__ == "__main__":
     serve()

@@ -67,6 +67,14 @@ def check_sweeper_settings(cfg: DictConfig, objectives: int) -> None:
         value = node.get(name)
         if name in node and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(key, value, "must be an integer >= 1")
+    seed = OmegaConf.select(sweeper, "sampler.seed", default=None)
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32):
+        raise ConfigError("hydra.sweeper.sampler.seed", seed, "must be an integer in [0, 2**32 - 1], or null")
+    rate = sweeper.get("max_failure_rate")
+    if "max_failure_rate" in sweeper and (
+        not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1
+    ):
+        raise ConfigError("hydra.sweeper.max_failure_rate", rate, "must be a number in [0, 1]")
     if "n_jobs" in launcher:
         value, cores = launcher.get("n_jobs"), os.cpu_count() or 1
         if not isinstance(value, int) or isinstance(value, bool) or value == 0 or value < -cores:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from expframe import figures
 from expframe.augment import check_settings as check_augment
 from expframe.deploy.serve import check_settings as check_deploy
-from expframe.dry_build import dry_build
+from expframe.dry_build import dry_build, machine_memory_bytes
 from expframe.energy import check_settings
 from expframe.errors import ConfigError
 from expframe.losses import check_class_weights
@@ -187,6 +187,23 @@ def check_threads(threads: int | None) -> None:
         raise ConfigError("device.threads", threads, f"must be <= {cpus}, the CPUs this process may use")
 
 
+def check_data_size(dataset: DictConfig) -> None:
+    """A synthetic set is generated whole, as float32: it must fit in the machine's memory."""
+    source = dataset.get("source") or {}
+    if not str(source.get("_target_", "")).endswith(".synthetic"):
+        return
+    samples = (source.get("n_train") or 0) + (source.get("n_test") or 0)
+    need = samples * math.prod(source.get("shape") or [1]) * 4
+    memory = machine_memory_bytes()
+    if need > memory:
+        raise ConfigError(
+            "dataset.source.n_train",
+            source.get("n_train"),
+            f"makes {samples:,} samples of {list(source.get('shape'))} float32: {need / 2**30:,.1f} GiB, "
+            f"over this machine's {memory / 2**30:,.1f} GiB of memory",
+        )
+
+
 def validate(cfg: DictConfig) -> torch.device:
     """Returns the device the run will use, so the check and the run agree."""
     check_values(cfg)
@@ -195,6 +212,7 @@ def validate(cfg: DictConfig) -> torch.device:
     check_augment(cfg.augment)
     check_class_weights(cfg.loss)
     check_threads(cfg.device.get("threads"))
+    check_data_size(cfg.dataset)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     check_cuda_graphs(cfg, device)

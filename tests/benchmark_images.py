@@ -98,7 +98,7 @@ def expframe_run(root: Path, size: int, epochs: int, batch_size: int, out: Path)
         f"dataset.root={root}",
         f"dataset.image_size={size}",
         f"dataset.cache_dir={cache}",
-        "dataset.val_fraction=0.01",
+        "dataset.val_fraction=0.05",
         "dataset.num_classes=10",
         "model=resnet",
         f"epochs={epochs}",

@@ -265,3 +265,58 @@ def test_the_readme_slurm_benchmark_runs_through_the_script(cluster):
     card = re.search(r"card sweep .*: basic ([\d.]+) s, SLURM ([\d.]+) s, SLURM / basic = ([\d.]+)", out.stdout)
     assert card and float(card.group(2)) > 0 and float(card.group(3)) > 0, out.stdout
     assert re.search(r"submission overhead per job -?[\d.]+ s", out.stdout), out.stdout
+
+
+def test_a_password_with_a_slash_a_space_or_escapes_is_masked_in_every_file_and_line(cluster, tmp_path):
+    """A role whose password holds `/` and a space, reached three ways: typed raw, typed
+    percent-escaped, and through `${oc.env:...}`; neither spelling of it is written or printed."""
+    check_password_masking(cluster.storage_url, cluster.env, tmp_path)
+
+
+def check_password_masking(storage_url: str, env: dict, tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    import psycopg
+    from psycopg import sql
+
+    password = "s3/cr et pw"
+    with psycopg.connect(storage_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS tricky"))
+        conn.execute(sql.SQL("CREATE ROLE tricky LOGIN SUPERUSER PASSWORD {}").format(sql.Literal(password)))
+    server = storage_url.split("@", 1)[1]
+    escaped = quote(password, safe="")
+    forms = {
+        "raw": f"postgresql+psycopg://tricky:{password}@{server}",
+        "escaped": f"postgresql+psycopg://tricky:{escaped}@{server}",
+        "env": "${oc.env:TRICKY_STORAGE}",
+    }
+    run_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | env
+    run_env["TRICKY_STORAGE"] = forms["raw"]
+    printed = []
+    for name, storage in forms.items():
+        done = subprocess.run(
+            [
+                sys.executable,
+                "train.py",
+                "-m",
+                "hparams_search=optuna_tpe",
+                f"hydra.sweeper.storage={storage}",
+                f"hydra.sweeper.study_name=tricky_{name}",
+                "hydra.sweeper.n_trials=1",
+                *TINY,
+                f"hydra.sweep.dir={tmp_path / name}",
+            ],
+            cwd=ROOT,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert len(list((tmp_path / name).glob("*/metrics.json"))) == 1
+        printed.append(done.stdout + done.stderr)
+    for secret in (password, escaped, "s3/cr", "cr et"):
+        leaked = subprocess.run(["grep", "-rlF", secret, str(tmp_path)], capture_output=True, text=True).stdout.split()
+        assert leaked == [], f"{secret!r} is written in {leaked}"
+        assert all(secret not in text for text in printed), f"{secret!r} is printed"
+    assert "tricky:***@" in next((tmp_path / "raw").glob("*/.hydra/hydra.yaml")).read_text()

@@ -157,6 +157,17 @@ def check_dimensions(path: Path, max_pixels: int) -> None:
         raise TooLarge(f"{width} x {height} pixels, over dataset.max_pixels={max_pixels:,}")
 
 
+def check_headers(files: dict[str, list[tuple[Path, int]]], max_pixels: int | None) -> None:
+    """dataset.strict=true: the first file whose header is unreadable or too large, as one error."""
+    for entries in files.values():
+        for path, _ in entries:
+            try:
+                check_dimensions(path, max_pixels or DEFAULT_MAX_PIXELS)
+            except (OSError, ValueError, SyntaxError) as e:
+                why = str(e) if isinstance(e, TooLarge) else f"not a readable image: {short_reason(e, 120)}"
+                raise ConfigError("dataset.strict", True, f"{path}: {why}") from None
+
+
 def decode(path: Path, image_size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """One file as a uint8 tensor (channels, size, size), resized with antialiasing; its size is read
     from its header first."""
@@ -253,7 +264,7 @@ def image_folder(
         if strict:
             raise ConfigError("dataset.strict", True, f"{cache['skipped'][0]}: skipped, and strict refuses that")
         first = ", ".join(cache["skipped"][:3])
-        log.warning("skipped %d image file(s): %s", len(cache["skipped"]), first)
+        log.warning("skipped %d unreadable image file(s): %s", len(cache["skipped"]), first)
     train, test = cache["train"], cache["test"]
     val = cache.get("val")
     train_x, train_y = train["images"], train["labels"]

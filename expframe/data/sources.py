@@ -37,6 +37,10 @@ class RawSplits:
 
 
 def _fixed_holdout(x: np.ndarray, y: np.ndarray, test_size: int, num_classes: int) -> RawSplits:
+    if test_size > len(y) - 10:
+        raise ConfigError(
+            "dataset.source.test_size", test_size, f"must leave samples to train on: at most {len(y) - 10} of {len(y)}"
+        )
     order = np.random.default_rng(_TEST_SPLIT_SEED).permutation(len(x))
     test, train = order[:test_size], order[test_size:]
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -130,9 +134,12 @@ def check_available(source: DictConfig) -> None:
     if source.get("_target_") == f"{__name__}.torchvision_set":
         _open_torchvision(source.dataset_class, source.root, source.download)
     if source.get("_target_") == "expframe.data.image_folder.image_folder":
-        from expframe.data.image_folder import list_files
+        from expframe.data.image_folder import check_headers, list_files
 
-        list_files(source.root, OmegaConf.to_container(source.classes) if source.classes else None)
+        classes = OmegaConf.to_container(source.classes) if source.classes else None
+        _, files, _ = list_files(source.root, classes, bool(source.get("strict")))
+        if source.get("strict"):  # every file's header, so strict refuses before the run folder exists
+            check_headers(files, source.get("max_pixels"))
 
 
 def synthetic(shape: list[int], num_classes: int, n_train: int, n_test: int, seed: int) -> RawSplits:
