@@ -1,6 +1,7 @@
 """Sweep-level checks and summaries that no single job can do."""
 
 import copy
+import difflib
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ def check_sweep_values(cfg: DictConfig) -> None:
     typed = parser.parse_overrides(list(cfg.hydra.overrides.task))
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     searched = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    for override in searched:
+        check_searched_key(job_part, override.get_key_element(), sources)
     for override in [*typed, *searched]:
         if not override.is_sweep_override():
             continue
@@ -56,6 +59,23 @@ def check_sweep_values(cfg: DictConfig) -> None:
             with read_write(trial), open_dict(trial):
                 OmegaConf.update(trial, key, value, force_add=True)
             check_values(trial)
+
+
+def check_searched_key(job_part: DictConfig, key: str, sources: list[Path]) -> None:
+    """A search space's key must be a group or a key the config has (a torch class's argument is left
+    to the dry build): Optuna would otherwise add `epoch` beside `epochs` and vary nothing."""
+    if any((src / key).is_dir() for src in sources):
+        return
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(job_part, parent) if parent else job_part
+    if isinstance(node, DictConfig) and (name in node or "_target_" in node):
+        return
+    known = list(node) if isinstance(node, DictConfig) else []
+    near = difflib.get_close_matches(name, [str(k) for k in known], n=1)
+    hint = f": did you mean {'.'.join(filter(None, [parent, near[0]]))}?" if near else ""
+    raise ConfigError(
+        f"hydra.sweeper.params.{key}", OmegaConf.select(job_part, key), f"is not a key of the config{hint}"
+    )
 
 
 def check_sweeper_settings(cfg: DictConfig, objectives: int) -> None:

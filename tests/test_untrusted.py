@@ -580,3 +580,29 @@ def test_passwords_are_masked_in_every_form():
         text = f"storage: '{url}'\nStorage: {url} and more"
         assert password not in masked(text) and masked(text).count("alice:***@db.example:5432") == 2
     assert masked("sqlite:////tmp/x/y.db") == "sqlite:////tmp/x/y.db"
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("epoch", "choice(1, 2)", ["hydra.sweeper.params.epoch", "epochs"]),
+        ("model.widht", "choice(8, 16)", ["model.widht", "not a parameter", "width"]),
+        ("optimizer", "choice(sgd, adamx)", ["optimizer", "adamx"]),
+        ("optimizer.lr", "interval(0.1, 0.01)", ["optimizer.lr", "low < high"]),
+    ],
+)
+def test_a_search_space_in_a_preset_file_is_checked_like_the_command_line(key, value, words):
+    """A student's own conf/hparams_search/*.yaml: its params are checked before the first trial."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from expframe.errors import ConfigError
+    from expframe.sweeps import check_sweep_values
+
+    with initialize_config_dir(config_dir=str(CONF)):
+        cfg = compose("train", ["hparams_search=optuna_tpe", *QUICK], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.sweeper.params[key] = value
+    with pytest.raises(ConfigError) as refused:
+        check_sweep_values(cfg)
+    assert all(w in str(refused.value) for w in words), str(refused.value)
