@@ -176,6 +176,12 @@ def test_valid_inputs_near_the_refused_ones_train(tmp_path):
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["swept"]["notes.who"] == "alice"
+    plain = run_train_in_process(*QUICK, f"hydra.run.dir={tmp_path}/plain")
+    assert plain.returncode == 0, plain.stderr
+    reference = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert (metrics["val_acc"], metrics["test_acc"]) == (reference["val_acc"], reference["test_acc"]), (
+        "a label, equal weights and defaults spelled out change nothing"
+    )
 
 
 def test_the_allow_list_names_exactly_the_expframe_targets_conf_declares():
