@@ -21,6 +21,7 @@ from pathlib import Path
 
 from expframe import figures
 from expframe.ablation import ablation_tables, best_table_tex
+from expframe.arguments import OneLineParser, positive_float
 from expframe.deploy.report import deploy_table, write_deploy_figure
 from expframe.errors import ConfigError, short_reason
 from expframe.green import early_stopping_savings, energy_footnote
@@ -668,7 +669,7 @@ def default_out(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="expframe-report", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="expframe-report", description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="sweep folders, run folders or any parent")
     parser.add_argument("--by", nargs="+", help="group (and with two keys, pivot) by these swept keys")
     parser.add_argument(
@@ -684,7 +685,10 @@ def main(argv: list[str] | None = None) -> None:
         help="the configuration to compare with (default: the project's defaults)",
     )
     parser.add_argument(
-        "--resolve", type=float, default=0.01, help="accuracy difference the seeds-needed line is for (default 0.01)"
+        "--resolve",
+        type=positive_float,
+        default=0.01,
+        help="accuracy difference the seeds-needed line is for (default 0.01)",
     )
     parser.add_argument("--out", type=Path, help="where to write (default: the first PATH)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")

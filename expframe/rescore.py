@@ -6,7 +6,6 @@ The model, data (same fixed test split, same normalisation) and precision come f
 model.pt can hold tensors only, never code.
 """
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from expframe.arguments import OneLineParser
 from expframe.data import load
 from expframe.engine import MODEL_FILE, model_inputs
 from expframe.errors import ConfigError
@@ -68,7 +68,7 @@ def rescore(run_dir: Path, device: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="expframe-eval", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="expframe-eval", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders holding model.pt")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="score there (default: the run's device setting)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a score differs from the recorded one")

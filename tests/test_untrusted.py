@@ -612,3 +612,48 @@ def test_a_search_space_in_a_preset_file_is_checked_like_the_command_line(key, v
     with pytest.raises(ConfigError) as refused:
         check_sweep_values(cfg)
     assert all(w in str(refused.value) for w in words), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "command, args, words",
+    [
+        ("report", ["{sweep}", "--resolve", "-1"], ["--resolve", "> 0"]),
+        ("report", ["{sweep}", "--resolve", "abc"], ["--resolve", "'abc'"]),
+        ("report", [], ["required: paths"]),
+        ("report", ["{sweep}", "--baseline", "nokey=1"], ["--baseline nokey=1", "not a config key"]),
+        ("report", ["{sweep}", "--baseline", "seed=7"], ["--baseline seed=7", "no run has it"]),
+        ("report", ["{sweep}", "--out", "{sweep}/0_seed=0/metrics.json"], ["--out", "is a file"]),
+        ("report", ["{sweep}", "--out", "{sweep}/" + "o" * 300], ["--out", "300 bytes"]),
+        ("eval", ["{sweep}/0_seed=0", "--device", "tpu"], ["--device", "tpu"]),
+        ("eval", ["{sweep}"], ["RUN_DIR", "not a run folder"]),
+        ("eval", ["{sweep}/nothing"], ["RUN_DIR", "not a folder"]),
+        ("deploy", ["{sweep}/0_seed=0", "--variants", "fp64"], ["deploy.variants", "fp64"]),
+        ("deploy", ["{sweep}/nothing"], ["RUN_DIR", "not a folder"]),
+    ],
+)
+def test_the_other_commands_refuse_bad_arguments_in_one_line_and_write_nothing(
+    finished_sweep, command, args, words, capsys
+):
+    from expframe.deploy.cli import main as deploy_main
+    from expframe.report import main as report_main
+    from expframe.rescore import main as eval_main
+
+    main = {"report": report_main, "eval": eval_main, "deploy": deploy_main}[command]
+    args = [a.replace("{sweep}", str(finished_sweep)) for a in args]
+    before = snapshot(finished_sweep)
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    err = capsys.readouterr().err + (stop.value.code if isinstance(stop.value.code, str) else "")
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO")]
+    assert stop.value.code not in (0, None) and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert all(w in lines[0] for w in words), lines[0]
+    assert snapshot(finished_sweep) == before
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    sweep = tmp_path_factory.mktemp("sweep")
+    for seed in (0, 1):
+        (sweep / f"{seed}_seed={seed}").mkdir()
+        run_like_hydra(sweep / f"{seed}_seed={seed}", *QUICK, f"seed={seed}")
+    return sweep

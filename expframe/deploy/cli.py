@@ -1,7 +1,6 @@
 """`expframe-deploy RUN_DIR [RUN_DIR ...]`: the serving benchmark for runs already trained, from
 their model.pt and saved config; writes deploy.json and adds the figures to metrics.json."""
 
-import argparse
 import json
 import logging
 import sys
@@ -12,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from expframe import PROJECT_ROOT
+from expframe.arguments import OneLineParser
 from expframe.data import load
 from expframe.deploy.serve import check_settings, deploy
 from expframe.deploy.variants import KINDS
@@ -41,7 +41,7 @@ def deploy_run(run_dir: Path, chosen: DictConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="expframe-deploy", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="expframe-deploy", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders holding model.pt")
     parser.add_argument("--variants", nargs="+", help=f"a subset of {', '.join(KINDS)} (default: all)")
     args = parser.parse_args(argv)
