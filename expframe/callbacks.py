@@ -13,10 +13,11 @@ from expframe import folder_lock
 from expframe.added_keys import check_added_keys
 from expframe.checkpoint import check_resumable
 from expframe.data.sources import check_available
-from expframe.errors import ConfigError
+from expframe.errors import ConfigError, short_reason
 from expframe.output_folders import check_name, check_outputs
 from expframe.redact import mask_run_folder
 from expframe.report_worker import Worker
+from expframe.slurm_launcher import check_slurm_reachable
 from expframe.sweeps import check_sweep_values, check_sweeper_settings, log_status_counts
 from expframe.validate import validate
 
@@ -40,6 +41,8 @@ def check_config(cfg: DictConfig, sweep: bool = False) -> None:
             check_sweep_values(cfg)
             objectives = len(cfg.objective) if isinstance(cfg.objective, ListConfig) else 1
             check_sweeper_settings(cfg, objectives)
+            if "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_", "")):
+                check_slurm_reachable()
             if "study_name" in cfg.hydra.sweeper:
                 check_name("hydra.sweeper.study_name", OmegaConf.select(cfg, "hydra.sweeper.study_name"))
         check_available(cfg.dataset.source)
@@ -47,6 +50,9 @@ def check_config(cfg: DictConfig, sweep: bool = False) -> None:
             check_outputs(cfg, sweep)
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    except Exception as e:  # Hydra would turn it into a warning and start the run anyway
+        log.debug("a check failed unexpectedly", exc_info=True)
+        sys.exit(f"error: the checks before the run failed: {short_reason(e)} (HYDRA_FULL_ERROR=1 shows where)")
 
 
 def check_not_a_sweep(cfg: DictConfig) -> None:

@@ -13,6 +13,8 @@ from expframe.errors import ConfigError, short_reason
 
 def resolve_device(device: DictConfig) -> torch.device:
     """`auto` picks CUDA when present; an explicit `cuda` never falls back to the CPU."""
+    if device.type not in ("auto", "cpu", "cuda"):
+        raise ConfigError("device.type", device.type, "must be auto, cpu or cuda (device=auto|cpu|cuda)")
     if device.type == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -22,6 +22,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
+from expframe.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 RUNNING = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STOPPED"}
@@ -30,6 +32,19 @@ RESULT_GRACE_S = 30.0  # a shared file system may show the result file after squ
 INIT_KEYS = ("max_num_timeout", "python")  # the executor's own, given when it is made
 FILE_POLL_S = 0.2
 SQUEUE_POLL_S = (1.0, 5.0)  # first and longest pause between two squeue calls
+
+
+def check_slurm_reachable() -> None:
+    """Before the sweep's folder is written: sbatch fails late, in several lines of its own."""
+    try:
+        done = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise ConfigError("hydra/launcher", "submitit_slurm", "needs SLURM's commands (squeue, sbatch)") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError("hydra/launcher", "submitit_slurm", "SLURM did not answer squeue within 30 s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ConfigError("hydra/launcher", "submitit_slurm", f"SLURM is not reachable (squeue: {last})")
 
 
 class SqueueSlurmLauncher(SlurmLauncher):
@@ -50,7 +65,11 @@ class SqueueSlurmLauncher(SlurmLauncher):
         for idx, overrides in zip(indices, job_overrides, strict=True):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", state))
-        jobs = executor.map_array(self, *zip(*args, strict=True))
+        try:
+            jobs = executor.map_array(self, *zip(*args, strict=True))
+        except (submitit.core.utils.FailedJobError, OSError) as e:  # no sbatch, or no cluster it can reach
+            reason = " ".join(str(e).split())
+            raise ConfigError("hydra/launcher", "submitit_slurm", f"sbatch refused the jobs ({reason[:200]})") from None
         ended = wait_for(jobs)
         returns = []
         for job, overrides, idx in zip(jobs, job_overrides, indices, strict=True):

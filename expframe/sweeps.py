@@ -82,11 +82,11 @@ def check_sweeper_settings(cfg: DictConfig, objectives: int) -> None:
     """What the sweeper and launcher would otherwise find out mid-sweep, or never (a study of 0 trials
     runs nothing and exits 0)."""
     sweeper, launcher = cfg.hydra.sweeper, cfg.hydra.launcher
-    for key, node in (("hydra.sweeper.n_trials", sweeper), ("hydra.sweeper.n_jobs", sweeper)):
-        name = key.rsplit(".", 1)[1]
-        value = node.get(name)
-        if name in node and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ConfigError(key, value, "must be an integer >= 1")
+    for name in ("n_trials", "n_jobs", "max_batch_size"):
+        value = sweeper.get(name)
+        optional = name == "max_batch_size" and value is None  # null: the whole sweep as one batch
+        if name in sweeper and not optional and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"hydra.sweeper.{name}", value, "must be an integer >= 1")
     seed = OmegaConf.select(sweeper, "sampler.seed", default=None)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32):
         raise ConfigError("hydra.sweeper.sampler.seed", seed, "must be an integer in [0, 2**32 - 1], or null")

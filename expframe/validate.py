@@ -138,6 +138,13 @@ def check_rules(cfg: DictConfig) -> None:
         raise ConfigError(
             "batch_size", cfg.batch_size, "must be >= 2 with model.batchnorm=true (BatchNorm needs 2 samples)"
         )
+    pruner = cfg.cv.get("pruner")
+    if pruner is not None and not (
+        isinstance(pruner, DictConfig) and str(pruner.get("_target_", "")).startswith("optuna.pruners.")
+    ):
+        raise ConfigError(
+            "cv.pruner", pruner, "must be null or an Optuna pruner ({_target_: optuna.pruners.MedianPruner})"
+        )
     if cfg.cv.folds and cfg.get("resume"):
         raise ConfigError("resume", cfg.resume, "cannot continue a cross-validated job (cv.folds is set)")
     monitored = [f.name for f in figures.per_epoch() if f.higher_is_better is not None]
@@ -146,6 +153,8 @@ def check_rules(cfg: DictConfig) -> None:
             "early_stopping.monitor", cfg.early_stopping.monitor, f"must be one of {', '.join(monitored)}"
         )
     objectives = cfg.objective if isinstance(cfg.objective, ListConfig) else [cfg.objective]
+    if not objectives:
+        raise ConfigError("objective", [], f"must name at least one figure (one of {', '.join(figures.objectives())})")
     allowed = figures.objectives()
     for name in objectives:
         if name not in allowed:
