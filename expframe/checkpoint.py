@@ -61,6 +61,10 @@ def load(path: Path) -> dict:
     except FileNotFoundError:
         if not path.parent.is_dir():
             raise ConfigError("resume", str(path.parent), "is not a folder (resume= takes a run folder)") from None
+        if not (path.parent / ".hydra").is_dir():
+            raise ConfigError(
+                "resume", str(path.parent), f"has no {path.name}: it is not a run folder (no .hydra/)"
+            ) from None
         raise ConfigError("resume", str(path.parent), f"has no {path.name} (the run had checkpoint.every=0)") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
         raise ConfigError(

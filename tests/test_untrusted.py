@@ -99,6 +99,7 @@ BAD = [
     (["dataset=image_folder", "dataset.max_pixels=many"], ["dataset.max_pixels", "integer"]),
     # resume and finished folders
     (["resume={tmp}/no_such_run"], ["resume", "no_such_run", "not a folder"]),
+    (["resume={tmp}/finished_sweep"], ["resume", "not a run folder"]),
     (["hydra.run.dir={tmp}/finished"], ["hydra.run.dir", "already holds a run", "resume="]),
     (["-m", "seed=0,1", "hydra.sweep.dir={tmp}/finished_sweep"], ["hydra.sweep.dir", "already holds"]),
     (["hydra.run.dir=conf"], ["hydra.run.dir", "holds other files"]),
