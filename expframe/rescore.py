@@ -12,16 +12,18 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from expframe.arguments import OneLineParser
 from expframe.data import load
 from expframe.engine import MODEL_FILE, model_inputs
-from expframe.errors import ConfigError
+from expframe.errors import ConfigError, short_reason
 from expframe.losses import build_loss
 from expframe.models import ModelInputs, build_model
 from expframe.run_folder import read_config, read_metrics, read_weights
-from expframe.runtime import autocast, resolve_device
+from expframe.runtime import autocast, check_precision, resolve_device
 from expframe.scoring import evaluate
+from expframe.validate import check_values
 
 log = logging.getLogger("expframe")
 
@@ -31,6 +33,7 @@ def load_run(run_dir: Path) -> tuple[DictConfig, dict]:
     if not run_dir.is_dir():
         raise ConfigError("RUN_DIR", str(run_dir), "is not a folder")
     cfg, metrics = read_config(run_dir), read_metrics(run_dir)
+    check_saved_values(run_dir, cfg)
     if not (run_dir / MODEL_FILE).is_file():
         raise ConfigError(
             "RUN_DIR",
@@ -38,6 +41,18 @@ def load_run(run_dir: Path) -> tuple[DictConfig, dict]:
             f"has no {MODEL_FILE} (the run failed, diverged or had checkpoint.save_model=false)",
         )
     return cfg, metrics
+
+
+def check_saved_values(run_dir: Path, cfg: DictConfig) -> None:
+    """A folder's values pass the checks a typed command line passes (a huge width, a string where a
+    number goes, a missing group), before anything is built: one line naming the folder and the key."""
+    try:
+        check_values(cfg)
+        check_precision(cfg.precision, resolve_device(cfg.device))
+    except ConfigError as e:
+        raise ConfigError("RUN_DIR", str(run_dir), f"its config has {e}") from None
+    except (OmegaConfBaseException, AttributeError, KeyError, TypeError, ValueError) as e:
+        raise ConfigError("RUN_DIR", str(run_dir), f"its config is incomplete ({short_reason(e, 160)})") from None
 
 
 def restored_model(run_dir: Path, cfg: DictConfig, inputs: ModelInputs) -> torch.nn.Module:

@@ -23,7 +23,13 @@ def resolve_device(device: DictConfig) -> torch.device:
 
 
 def autocast_dtype(precision: DictConfig) -> torch.dtype | None:
-    return getattr(torch, precision.autocast_dtype) if precision.autocast_dtype else None
+    name = precision.autocast_dtype
+    if not name:
+        return None
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype):
+        raise ConfigError("precision.autocast_dtype", name, "must be a torch dtype (float16, bfloat16) or null")
+    return dtype
 
 
 def autocast(precision: DictConfig, device: torch.device) -> contextlib.AbstractContextManager:

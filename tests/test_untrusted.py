@@ -282,6 +282,15 @@ def test_eval_and_report_read_an_untouched_shared_folder(shared_run, capsys):
     assert "equal" in capsys.readouterr().out
 
 
+def edit_config(change):
+    def damage(run: Path) -> None:
+        config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        change(config)
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+
+    return damage
+
+
 @pytest.mark.parametrize(
     "damage, words",
     [
@@ -290,8 +299,31 @@ def test_eval_and_report_read_an_untouched_shared_folder(shared_run, capsys):
         (lambda run: (run / ".hydra" / "config.yaml").write_text("- a list\n"), ["config.yaml", "not a mapping"]),
         (lambda run: (run / "metrics.json").write_text("{not json"), ["metrics.json", "unreadable"]),
         (lambda run: (run / ".hydra" / "hydra.yaml").write_text("hydra: [1"), ["hydra.yaml", "unreadable"]),
+        (edit_config(lambda c: c["model"].update(width=10**9)), ["its config has model=", "weights alone"]),
+        (edit_config(lambda c: c["model"].update(width="abc")), ["its config has model.width='abc'", "integer"]),
+        (edit_config(lambda c: c.pop("model")), ["its config is incomplete", "model"]),
+        (edit_config(lambda c: c.update(model="abc")), ["its config is incomplete"]),
+        (edit_config(lambda c: c["precision"].update(autocast_dtype="os")), ["precision.autocast_dtype='os'"]),
+        (edit_config(lambda c: c.update(activation={"inplace": True})), ["RUN_DIR"]),
+        (
+            lambda run: (run / ".hydra" / "config.yaml").write_text("a: !!python/object/apply:os.system ['true']\n"),
+            ["config.yaml", "unreadable", "ConstructorError"],
+        ),
     ],
-    ids=["crafted-model.pt", "corrupt-config", "config-a-list", "corrupt-metrics", "corrupt-hydra.yaml"],
+    ids=[
+        "crafted-model.pt",
+        "corrupt-config",
+        "config-a-list",
+        "corrupt-metrics",
+        "corrupt-hydra.yaml",
+        "huge-width",
+        "width-a-string",
+        "no-model",
+        "model-a-string",
+        "dtype-a-module",
+        "activation-without-target",
+        "python-tag",
+    ],
 )
 def test_a_damaged_run_folder_is_one_line_for_eval(shared_run, tmp_path, damage, words):
     import shutil
