@@ -34,8 +34,8 @@ def _declared(conf_dir: Path, group: str, option: str) -> tuple[dict, bool]:
 
 
 def _trees(conf_dir: Path, choices: dict[str, list[str]]) -> list[dict]:
-    """Each combination's installed config as plain nested keys (groups from their chosen options,
-    presets merged at the top), one tree per option of the swept groups."""
+    """The installed keys as plain nested dicts: train.yaml's (each group an empty node), then one
+    tree per chosen option file (every value of a swept group), presets marked as top-level."""
     base = {k: v for k, v in _file(conf_dir / "train.yaml").items() if k not in ("defaults", "hydra")}
     for group, options in choices.items():
         if options and (conf_dir / group).is_dir():
