@@ -157,6 +157,10 @@ def check_dimensions(path: Path, max_pixels: int) -> None:
         raise TooLarge(f"{width} x {height} pixels, over dataset.max_pixels={max_pixels:,}")
 
 
+def skip_reason(error: BaseException) -> str:
+    return str(error) if isinstance(error, TooLarge) else f"not a readable image: {short_reason(error, 120)}"
+
+
 def check_headers(files: dict[str, list[tuple[Path, int]]], max_pixels: int | None) -> None:
     """dataset.strict=true: the first file whose header is unreadable or too large, as one error."""
     for entries in files.values():
@@ -164,8 +168,7 @@ def check_headers(files: dict[str, list[tuple[Path, int]]], max_pixels: int | No
             try:
                 check_dimensions(path, max_pixels or DEFAULT_MAX_PIXELS)
             except (OSError, ValueError, SyntaxError) as e:
-                why = str(e) if isinstance(e, TooLarge) else f"not a readable image: {short_reason(e, 120)}"
-                raise ConfigError("dataset.strict", True, f"{path}: {why}") from None
+                raise ConfigError("dataset.strict", True, f"{path}: {skip_reason(e)}") from None
 
 
 def decode(path: Path, image_size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
@@ -187,7 +190,7 @@ def _decode_all(entries: list[tuple[Path, int]], image_size: int, channels: int,
         try:
             return decode(entry[0], image_size, channels, max_pixels)
         except (RuntimeError, OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError for bad headers
-            why = str(e) if isinstance(e, TooLarge) else f"not a readable image: {short_reason(e, 120)}"
+            why = skip_reason(e)
             if strict:
                 raise ConfigError("dataset.strict", True, f"{entry[0]}: {why}") from None
             return f"{entry[0]} ({why})"
