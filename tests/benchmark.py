@@ -33,8 +33,8 @@ from torch import nn
 
 from expframe.build import build
 from expframe.data import load, split_indices
-from expframe.engine import train
-from expframe.measure import PeakMemory
+from expframe.measure.memory import PeakMemory
+from expframe.train.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -302,7 +302,7 @@ def cv_cost(folds: int, repeats: int) -> None:
     """A cross-validated job's fixed cost per fold (everything but the training steps: validation,
     model and optimizer, TensorBoard writer, energy tracker, metrics, model.pt), in-process, after
     one warm-up job; the median over repeats."""
-    from expframe.cv import cross_validate
+    from expframe.sweep.cv import cross_validate
 
     per_fold = []
     for i in range(repeats + 1):
@@ -538,7 +538,7 @@ def whole_process(repeats: int, jobs: int) -> None:
 def slurm_cost(repeats: int, epochs: int) -> None:
     """The same sweeps through the basic launcher (jobs in this process) and through SLURM (an array
     job, one process per job), alternated within each repeat: needs a cluster (SLURM_CONF, e.g. from
-    `python -m expframe.local_cluster`)."""
+    `python -m tests.support.local_cluster`)."""
     card = ("optimizer=sgd,adam", "activation=relu,tanh", f"epochs={epochs}")
     slurm = ("hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1")
     rows: dict[str, list[float]] = {k: [] for k in ("basic", "slurm", "basic_one", "slurm_one")}

@@ -84,7 +84,7 @@ def expframe_run(root: Path, size: int, epochs: int, batch_size: int, out: Path)
     """Cold decode into an empty cache, a cache hit, then expframe's own training run on the folder."""
     from expframe.data.device_data import _CACHE, load
     from expframe.data.image_folder import image_folder
-    from expframe.engine import train
+    from expframe.train.run import train
 
     cache = out / "cache"
     start = time.perf_counter()

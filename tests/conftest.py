@@ -26,10 +26,10 @@ def make_cfg(*overrides: str) -> DictConfig:
 
 
 def trained(cfg: DictConfig, out_dir: Path) -> dict:
-    """A run in this process, through the same train() the CLI calls; its metrics."""
-    from expframe.engine import train
+    """A run in this process, through the same steps the CLI's job takes (checks, train, deploy); its metrics."""
+    from expframe.sweep.job import train_job
 
-    return train(cfg, out_dir).metrics
+    return train_job(cfg, out_dir).metrics
 
 
 def run_like_hydra(run_dir: Path, *overrides: str) -> dict:
@@ -37,9 +37,8 @@ def run_like_hydra(run_dir: Path, *overrides: str) -> dict:
     group choices in metrics.json (what the report reads), without a subprocess."""
     from omegaconf import OmegaConf, open_dict
 
-    from expframe.cv import cross_validate
-    from expframe.engine import train
-    from expframe.job import group_choices, swept_values
+    from expframe.sweep.job import train_job
+    from expframe.sweep.job_values import group_choices, swept_values
 
     with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose(
@@ -48,8 +47,7 @@ def run_like_hydra(run_dir: Path, *overrides: str) -> dict:
     choices = group_choices(cfg.hydra)
     with open_dict(cfg):
         del cfg["hydra"]
-    trainer = cross_validate if cfg.cv.folds else train  # as the Hydra task chooses
-    metrics = trainer(cfg, run_dir, swept_values(cfg, list(overrides)), None, choices).metrics
+    metrics = train_job(cfg, run_dir, swept_values(cfg, list(overrides)), None, choices).metrics
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     return metrics

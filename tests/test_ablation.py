@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from expframe.ablation import holm, seeds_needed
-from expframe.report import report
+from expframe.report.statistics import holm, seeds_needed
+from expframe.report.summary import report
 from tests.test_report import report_rows
 
 

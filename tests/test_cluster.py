@@ -1,5 +1,5 @@
 """The scale-out path against real servers: a single-node SLURM cluster and a PostgreSQL server,
-started by expframe.local_cluster (as root, Debian's packages). CI installs the packages and runs
+started by tests.support.local_cluster (as root, Debian's packages). CI installs the packages and runs
 these; elsewhere they skip, naming what is missing."""
 
 import json
@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from expframe.local_cluster import local_cluster, missing_packages
 from tests.conftest import ROOT
+from tests.support.documentation import documentation
+from tests.support.local_cluster import local_cluster, missing_packages
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ON_SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
 TINY = ["dataset=digits", "epochs=1", "logging.tensorboard=false"]
 # the README's commands for the local cluster, run here as written (shrunk by overrides appended at the end)
-README = (ROOT / "README.md").read_text()
+README = documentation()  # README.md and every docs/ page
 TRY_SECTION = README.partition("### Try the cluster path on one machine")[2].split("\n## ", 1)[0]
 TRY_LINES = [line.strip() for b in re.findall(r"```bash\n(.*?)```", TRY_SECTION, flags=re.S) for line in b.splitlines()]
 README_SLURM = next(shlex.split(c)[2:] for c in TRY_LINES if "submitit_slurm" in c)
@@ -34,7 +35,7 @@ def _unavailable() -> str | None:
         return "needs root (the local cluster runs slurmd and installs Debian packages)"
     missing = missing_packages(slurm=True, postgres=True)
     if missing:
-        return f"needs Debian's {' '.join(missing)}: python -m expframe.local_cluster --install"
+        return f"needs Debian's {' '.join(missing)}: python -m tests.support.local_cluster --install"
     return None
 
 
@@ -196,7 +197,7 @@ def test_two_workers_share_a_tpe_study_on_postgresql_and_one_killed_is_resumed(c
 
 
 def test_the_readme_shows_the_local_cluster_commands():
-    assert "python -m expframe.local_cluster" in TRY_LINES
+    assert "python -m tests.support.local_cluster" in TRY_LINES
     assert any("submitit_slurm" in line for line in TRY_LINES)
     assert any("${oc.env:EXPFRAME_STORAGE}" in line for line in TRY_LINES)
 
@@ -205,7 +206,7 @@ def test_the_script_prints_what_a_shell_needs_and_leaves_nothing_behind(cluster)
     """Beside the fixture's servers (which it must not touch), the README's command as written:
     it prints the two lines; Ctrl-C stops its servers and deletes their folder."""
     script = subprocess.Popen(
-        [sys.executable, "-m", "expframe.local_cluster"],
+        [sys.executable, "-m", "tests.support.local_cluster"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -249,7 +250,7 @@ def test_the_script_prints_what_a_shell_needs_and_leaves_nothing_behind(cluster)
 
 
 def test_the_readme_slurm_benchmark_runs_through_the_script(cluster):
-    """`python -m expframe.local_cluster -- COMMAND` as the README writes it: a cluster of its own
+    """`python -m tests.support.local_cluster -- COMMAND` as the README writes it: a cluster of its own
     for the command, beside the fixture's, the benchmark's figures printed, one repeat."""
     command = next(shlex.split(c) for c in TRY_LINES if "--slurm" in c)
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "SLURM_CONF", "EXPFRAME_STORAGE")}

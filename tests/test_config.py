@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 
 from expframe.build import build
 from expframe.data import DeviceData
-from expframe.engine import model_inputs
 from expframe.models import build_model
+from expframe.train.setup import model_inputs
 from tests.conftest import CONF, make_cfg, run_cli
 
 GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "loss", "precision", "device", "augment"]
@@ -110,7 +110,7 @@ def test_the_dry_build_reads_only_what_its_cache_is_keyed_on(group, option):
     """A sweep's pre-check builds once per distinct READS (a seed sweep: once); a key the dry build
     read outside READS would let one value's pass stand for another's. Given only READS, it builds
     (uncached: `_dry_build` itself)."""
-    from expframe.dry_build import _dry_build, build_inputs
+    from expframe.config.dry_build import _dry_build, build_inputs
 
     only_reads = OmegaConf.create(build_inputs(make_cfg(f"{group}={option}")))
     with torch.device("meta"):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from expframe.cv import check_folds, fold_indices
+from expframe.config.validate import validate
 from expframe.data import load
 from expframe.errors import ConfigError
-from expframe.validate import validate
+from expframe.sweep.cv import check_folds, fold_indices
 from tests.conftest import make_cfg, run_like_hydra
 
 
@@ -75,7 +75,7 @@ def test_tensorboard_has_the_cv_scores_per_fold_and_their_mean(cv_run):
 
 
 def test_the_report_keeps_folds_and_seeds_apart(cv_run, tmp_path):
-    from expframe.report import report
+    from expframe.report.summary import report
 
     run, metrics = cv_run
     md = report([run], tmp_path / "out", plots=False)

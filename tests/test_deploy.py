@@ -7,9 +7,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from expframe.deploy import cli
+from expframe.cli import deploy as cli
+from expframe.config.validate import validate
 from expframe.errors import ConfigError
-from expframe.validate import validate
 from tests.conftest import make_cfg, run_like_hydra
 
 FAST = (
@@ -88,7 +88,7 @@ def test_a_cnn_deploys_with_its_convolutions_left_fp32(tmp_path):
 
 
 def test_the_report_has_a_serving_table_and_figure(wide_run, tmp_path):
-    from expframe.report import report
+    from expframe.report.summary import report
 
     run, _, served = wide_run
     md = report([run], tmp_path / "out")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from expframe import figures
-from expframe.engine import train
-from expframe.rescore import rescore
+from expframe.cli.rescore import rescore
+from expframe.record import catalogue as figures
+from expframe.train.run import train
 from tests.conftest import make_cfg, run_like_hydra, trained
 
 
@@ -52,8 +52,8 @@ def test_model_pt_of_a_stopped_run_rescores_to_its_test_acc(tmp_path):
 
 
 def test_an_unmonitorable_figure_is_refused():
+    from expframe.config.validate import validate
     from expframe.errors import ConfigError
-    from expframe.validate import validate
 
     with pytest.raises(ConfigError, match="early_stopping.monitor='lr': must be one of train_loss"):
         validate(make_cfg("early_stopping.monitor=lr", "device=cpu"))

@@ -13,9 +13,11 @@ from codecarbon.lock import LOCKFILE
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from expframe import energy, figures
+from expframe.config.validate import validate
 from expframe.errors import ConfigError
-from expframe.validate import validate
+from expframe.measure import energy
+from expframe.record import catalogue as figures
+from expframe.record.files import EMISSIONS_FILE
 from tests.conftest import make_cfg, run_cli, run_like_hydra, trained
 
 ENERGY = ("energy_kwh", "energy_train_kwh", "energy_eval_kwh", "emissions_g_co2eq", "cpu_power_w", "ram_power_w")
@@ -65,7 +67,7 @@ def test_an_estimate_is_labelled_as_one(energy_run):
 
 def test_codecarbon_writes_its_csv_files_into_the_run_folder(energy_run):
     out, m, _ = energy_run
-    total = rows(out / energy.EMISSIONS_FILE)
+    total = rows(out / EMISSIONS_FILE)
     assert len(total) == 1 and float(total[0]["energy_consumed"]) == pytest.approx(m["energy_kwh"])
     assert total[0]["country_iso_code"] == "FRA"
     (phases,) = out.glob("emissions_base_*.csv")
@@ -151,7 +153,7 @@ def test_the_warm_up_starts_only_when_a_run_follows(monkeypatch):
 
 def test_the_report_shows_what_early_stopping_saved(tmp_path):
     """min_delta=10: nothing counts as an improvement, so patience 2 stops every run at epoch 3."""
-    from expframe.report import report
+    from expframe.report.summary import report
 
     metrics = {}
     for patience in ("null", "2"):

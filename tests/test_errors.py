@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from expframe import figures
+from expframe.record import catalogue as figures
 from tests.conftest import run_cli, run_cli_in_process, run_train_in_process
 
 CASES = [

@@ -9,11 +9,11 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from expframe import figures
+from expframe.config.validate import validate
 from expframe.errors import ConfigError
-from expframe.figures import Figure
-from expframe.report import report
-from expframe.validate import validate
+from expframe.record import catalogue as figures
+from expframe.record.catalogue import Figure
+from expframe.report.summary import report
 from tests.conftest import make_cfg, trained
 
 GAP = Figure(

@@ -20,10 +20,10 @@ from torchmetrics.functional.classification import (
 )
 from torchvision.io import write_png
 
-from expframe.augment import RandomResizedCropFlip
 from expframe.data.image_folder import image_folder
 from expframe.errors import ConfigError
-from expframe.scoring import task_figures
+from expframe.measure.scoring import task_figures
+from expframe.train.augment import RandomResizedCropFlip
 from tests.conftest import make_cfg, run_cli_in_process, run_like_hydra
 
 SIZE = 32
@@ -228,8 +228,8 @@ def test_resnet_loads_local_weights_and_freezes(tmp_path, caplog):
 
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "imagenet_shaped.pt")
     caplog.set_level(logging.INFO, logger="expframe")
-    from expframe.engine import model_inputs
     from expframe.models import ModelInputs, build_model
+    from expframe.train.setup import model_inputs
 
     cfg = make_cfg("model=resnet", f"model.weights={tmp_path / 'imagenet_shaped.pt'}", "model.freeze_backbone=true")
     net = build_model(cfg.model, cfg.activation, cfg.init, ModelInputs((1, 32, 32), 2))
@@ -272,8 +272,8 @@ def test_metrics_json_of_a_multiclass_run_has_macro_f1_only(tmp_path):
 def test_a_resnet_trains_in_every_precision_with_channels_last(xray_like, tmp_path, precision):
     """fp16 on the CPU: autocast and GradScaler there, or the one-line refusal when this torch
     cannot autocast to it; never a traceback or a run that claims fp16 while computing fp32."""
-    from expframe.engine import train
     from expframe.errors import ConfigError
+    from expframe.train.run import train
 
     cfg = make_cfg(*folder_overrides(xray_like, "model=resnet", f"precision={precision}", "channels_last=true"))
     cfg.epochs, cfg.batch_size = 1, 32

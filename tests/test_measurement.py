@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from expframe import figures
 from expframe.data import split_indices
-from expframe.timing import CONTENDED_CORES, Window, contended, share, speed_summary, step_stats
+from expframe.measure.clocks import CONTENDED_CORES, Window, contended, share, speed_summary, step_stats
+from expframe.record import catalogue as figures
 from tests.conftest import ROOT, make_cfg, needs_cuda, trained
 
 
@@ -87,7 +87,7 @@ def test_contention_from_cpu_windows():
 def test_contended_runs_warn_and_speed_objectives_become_nan():
     from omegaconf import ListConfig
 
-    from expframe.job import objective
+    from expframe.sweep.job_values import objective
 
     metrics = {"status": "ok", "timing_contended": True, "other_cpu_load": 0.63, "val_acc": 0.9, "epoch_time_s": 0.1}
     assert "warning: timing contended (other processes used 63% of the CPUs)" in figures.summary_line(metrics)

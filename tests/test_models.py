@@ -8,10 +8,10 @@ from torch import nn
 
 from expframe.build import build
 from expframe.data import DeviceData, load
-from expframe.engine import train
 from expframe.errors import ConfigError
-from expframe.losses import build_loss
 from expframe.models import ModelInputs, apply_init, build_model, initialised_layers
+from expframe.train.losses import build_loss
+from expframe.train.run import train
 from tests.conftest import CONF, make_cfg, trained
 
 INITS = sorted(p.stem for p in (CONF / "init").glob("*.yaml"))

@@ -9,13 +9,15 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from expframe.callbacks import check_config
-from expframe.cli import one_line
+from expframe import PROJECT_ROOT
+from expframe.cli.entry import one_line
 from expframe.data import device_data, split_indices
-from expframe.data.sources import PROJECT_ROOT, project_path
-from expframe.job import swept_values, threads_per_job
-from expframe.report import pareto_front
-from expframe.runtime import apply_threads
+from expframe.data.raw import project_path
+from expframe.report.summary import pareto_front
+from expframe.sweep.callbacks import check_config
+from expframe.sweep.job import threads_per_job
+from expframe.sweep.job_values import swept_values
+from expframe.train.runtime import apply_threads
 from tests.conftest import make_cfg, trained
 
 
@@ -89,11 +91,11 @@ def test_the_pre_run_check_puts_no_data_on_a_device(tiny_mnist_root):
 
 
 def test_the_optuna_plugin_internals_expframe_uses_are_there():
-    """expframe.optuna_sweeper reaches into the plugin in these places only; a plugin release that
+    """expframe.sweep.optuna_sweeper reaches into the plugin in these places only; a plugin release that
     moves any of them fails here, not in the middle of a user's study."""
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
-    from expframe.optuna_sweeper import ResumableOptunaSweeper, _numbering_trials
+    from expframe.sweep.optuna_sweeper import ResumableOptunaSweeper, _numbering_trials
 
     sampler = {"_target_": "optuna.samplers.RandomSampler", "seed": 0}
     sweeper = ResumableOptunaSweeper(sampler, "maximize", None, "s", 3, 1, 0.0, None, None)
@@ -119,7 +121,7 @@ def test_a_stale_worker_whose_pid_now_belongs_to_another_process_is_dead():
     import socket
     import time
 
-    from expframe.optuna_sweeper import _alive, process_start
+    from expframe.sweep.optuna_sweeper import _alive, process_start
 
     host, parent = socket.gethostname(), os.getppid()
     key = f"worker:{host}:{parent}"

@@ -1,4 +1,4 @@
-"""Every command the README shows runs as written, shrunk to tiny sizes by overrides appended at the end."""
+"""Every command the README and docs/ show runs as written, shrunk to tiny sizes by overrides appended at the end."""
 
 import json
 import os
@@ -16,11 +16,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import CONF, ROOT, run_cli, run_train_in_process
+from tests.support.documentation import documentation
 
 # end-to-end: the README's commands as a user runs them (the quick tier leaves them out; CI runs them)
 pytestmark = pytest.mark.slow
 
-README = (ROOT / "README.md").read_text()
+README = documentation()  # README.md and every docs/ page
 # the local cluster's commands need its servers (root, Debian's packages): tests/test_cluster.py runs them
 TRY_CLUSTER = README.partition("### Try the cluster path on one machine")[2].split("\n## ", 1)[0]
 BLOCKS = re.findall(r"```bash\n(.*?)```", README.replace(TRY_CLUSTER, ""), flags=re.S)
@@ -162,7 +163,7 @@ def test_readme_inline_command_runs(command, tmp_path, tiny_mnist_root):
 def test_readme_optuna_trials_command_reads_the_study(tmp_path):
     """The README's `optuna trials` line, as written, from the folder the search was started in."""
     search = next(c for c in COMMANDS if "hparams_search=optuna_tpe" in c)
-    inspect = re.search(r"`(optuna trials [^`]*)`", (ROOT / "README.md").read_text()).group(1)
+    inspect = re.search(r"`(optuna trials [^`]*)`", README).group(1)
     args = [*shlex.split(search)[1:], "epochs=1", "hydra.sweeper.n_trials=2", "report.auto=false"]
     args[0] = str(ROOT / args[0])
     run = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)

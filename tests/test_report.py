@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from expframe.report import report
+from expframe.report.summary import report
 from tests.conftest import run_cli, run_like_hydra
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -105,7 +105,7 @@ def test_statuses_are_kept_and_partial_folders_skipped(tmp_path, caplog):
 def test_thousand_runs_in_under_three_seconds(tmp_path):
     synthetic_runs(tmp_path / "s", 1000)
     start = time.perf_counter()
-    out = run_cli("-m", "expframe.report", str(tmp_path / "s"))
+    out = run_cli("-m", "expframe.cli.report", str(tmp_path / "s"))
     wall = time.perf_counter() - start
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("| 250 |") == 4  # 2 optimizers x 2 widths, 250 runs each
@@ -119,7 +119,7 @@ def test_thousand_runs_in_under_three_seconds(tmp_path):
 )
 def test_bad_report_options_are_one_line(tmp_path, args, word):
     synthetic_runs(tmp_path / "s", 4)
-    out = run_cli("-m", "expframe.report", str(tmp_path / "s"), *args)
+    out = run_cli("-m", "expframe.cli.report", str(tmp_path / "s"), *args)
     assert out.returncode != 0 and out.stderr.strip().splitlines() == [out.stderr.strip()]
     assert word in out.stderr and "Traceback" not in out.stderr
 
@@ -195,7 +195,7 @@ def test_a_malformed_metrics_file_is_skipped_with_its_reason(tmp_path, caplog, c
 
 
 def test_one_number_format_per_column():
-    from expframe.report import number_format
+    from expframe.report.format import number_format
 
     assert number_format([0.87, 0.92]) == ".3f" and number_format([0.0224, 0.0302]) == ".4f"
     assert (
@@ -221,7 +221,7 @@ def test_contended_runs_are_marked_in_the_tables(tmp_path):
 
 
 def test_a_view_with_options_never_replaces_the_sweeps_own_report(tmp_path, capsys):
-    from expframe.report import main
+    from expframe.cli.report import main
 
     synthetic_runs(tmp_path / "s", 8)
     main([str(tmp_path / "s"), "--no-figures"])
@@ -242,7 +242,7 @@ def test_a_key_null_in_some_runs_and_set_in_others_tells_them_apart(tmp_path):
 
 
 def test_the_report_worker_writes_the_report_it_is_asked_for(tmp_path):
-    from expframe.report_worker import Worker
+    from expframe.sweep.report_worker import Worker
 
     synthetic_runs(tmp_path / "s", 8)
     Worker.start()
@@ -255,8 +255,8 @@ def test_the_report_worker_writes_the_report_it_is_asked_for(tmp_path):
 
 
 def test_a_worker_not_asked_ends_with_the_sweep():
-    from expframe.cli import wants_report
-    from expframe.report_worker import Worker
+    from expframe.cli.entry import wants_report
+    from expframe.sweep.report_worker import Worker
 
     Worker.start()
     process = Worker.process

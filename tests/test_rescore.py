@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from expframe.engine import train
-from expframe.rescore import rescore
+from expframe.cli.rescore import rescore
+from expframe.train.run import train
 from tests.conftest import make_cfg, run_train_in_process
 
 

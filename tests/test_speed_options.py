@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from expframe.engine import to_device
+from expframe.train.loop import to_device
 from tests.conftest import make_cfg, needs_cuda, trained
 
 
@@ -50,8 +50,8 @@ def test_cuda_graph_step_trains_like_the_eager_step(tmp_path, optimizer):
 @needs_cuda
 @pytest.mark.cuda
 def test_cuda_graphs_refuse_what_they_cannot_capture():
+    from expframe.config.validate import validate
     from expframe.errors import ConfigError
-    from expframe.validate import validate
 
     for extra in ("precision=fp16", "scheduler=cosine", "compile=true"):
         with pytest.raises(ConfigError, match="cuda_graphs"):

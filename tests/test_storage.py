@@ -3,7 +3,7 @@ in what runs write and print (the servers themselves are in tests/test_cluster.p
 
 import logging
 
-from expframe.redact import MaskPasswords, mask_run_folder, masked
+from expframe.record.redact import MaskPasswords, mask_run_folder, masked
 from tests.conftest import run_cli_in_process
 
 

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from expframe import figures
+from expframe.record import catalogue as figures
 from tests.conftest import ROOT, run_cli, run_train_in_process
 
 # end-to-end: every test starts python train.py -m (the quick tier leaves them out; CI runs them)
@@ -175,7 +175,7 @@ def test_interrupted_grid_resumes_only_missing_points(tmp_path):
 
 def test_optuna_pareto_two_objectives(tmp_path):
     # no report worker: its start-up (pandas, matplotlib) would load the CPUs beside the first trial,
-    # whose speed objective is then flagged contended and the trial failed (README, Shared machines)
+    # whose speed objective is then flagged contended and the trial failed (docs/shared-machines.md)
     storage, out = optuna_cli(tmp_path, "hparams_search=optuna_pareto", "hydra.sweeper.n_trials=3", "report.auto=false")
     assert out.returncode == 0, out.stderr[-3000:]
     study = optuna.load_study(study_name="pareto_mnist_5k", storage=storage)
@@ -298,7 +298,7 @@ def test_kill_9_leaves_finished_jobs_intact_and_the_report_skips_the_partial_one
         rows = history_rows(job)
         assert all(list(r) == ["epoch", *figures.names(figures.per_epoch())] for r in rows)
         assert all(r["val_acc"] and r["train_loss"] and r["epoch_time_s"] for r in rows), "no row cut short"
-    from expframe.report import find_runs, report
+    from expframe.report.summary import find_runs, report
 
     runs, incomplete, skipped = find_runs([tmp_path])
     assert len(runs) == len(finished) and len(incomplete) == 1 and skipped == []

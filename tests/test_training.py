@@ -7,7 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from expframe import figures
+from expframe.record import catalogue as figures
 from tests.conftest import make_cfg, needs_cuda, run_cli, trained
 
 

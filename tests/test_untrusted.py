@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from expframe import EXECUTION_WHITELIST, folder_lock
+from expframe import EXECUTION_WHITELIST
+from expframe.record import folder_lock
 from tests.conftest import CONF, ROOT, run_cli_in_process, run_like_hydra, run_train_in_process
 
 QUICK = ["dataset=digits", "epochs=1", "energy.track=false", "logging.tensorboard=false"]
@@ -34,8 +35,8 @@ BAD = [
     (["+device.thread=1"], ["device.thread", "device.threads"]),
     (["-m", "seed=0,1", "+optimzer=adam"], ["optimzer"]),
     # targets the project does not declare, on the command line
-    (["dataset.source._target_=expframe.outputs.write_atomic"], ["dataset.source._target_", "write_atomic"]),
-    (["model._target_=expframe.local_cluster.start_slurm"], ["model._target_", "start_slurm"]),
+    (["dataset.source._target_=expframe.record.atomic.write_atomic"], ["dataset.source._target_", "write_atomic"]),
+    (["model._target_=tests.support.local_cluster.start_slurm"], ["model._target_", "start_slurm"]),
     (["optimizer._target_=os.system"], ["optimizer._target_", "os.system"]),
     # output folders and names
     (["hydra.run.dir="], ["hydra.run.dir", "must name a folder"]),
@@ -210,12 +211,12 @@ def test_the_allow_list_names_exactly_the_expframe_targets_conf_declares():
 HOSTILE = {
     # a process starter and a file writer, both importable from the installed package
     "process": lambda marker: {
-        "_target_": "expframe.local_cluster._spawn",
+        "_target_": "tests.support.local_cluster._spawn",
         "cluster": None,
         "cmd": ["touch", str(marker)],
         "log": str(marker) + ".log",
     },
-    "file": lambda marker: {"_target_": "expframe.outputs.write_atomic", "path": str(marker), "data": "pwned"},
+    "file": lambda marker: {"_target_": "expframe.record.atomic.write_atomic", "path": str(marker), "data": "pwned"},
     "os": lambda marker: {"_target_": "os.system", "_args_": [f"touch {marker}"]},
 }
 
@@ -260,8 +261,8 @@ def hostile_copy(shared_run: Path, folder: Path, where: str, kind: str, with_cho
 def test_a_run_folder_naming_code_is_refused_in_one_line_and_runs_nothing(
     shared_run, tmp_path, capsys, command, kind, where
 ):
-    from expframe.deploy.cli import main as deploy_main
-    from expframe.rescore import main as eval_main
+    from expframe.cli.deploy import main as deploy_main
+    from expframe.cli.rescore import main as eval_main
 
     run = hostile_copy(shared_run, tmp_path, where, kind, with_choices=where != "model")
     before = snapshot(run)
@@ -276,7 +277,7 @@ def test_a_run_folder_naming_code_is_refused_in_one_line_and_runs_nothing(
 
 
 def test_eval_and_report_read_an_untouched_shared_folder(shared_run, capsys):
-    from expframe.rescore import main as eval_main
+    from expframe.cli.rescore import main as eval_main
 
     eval_main([str(shared_run)])
     assert "equal" in capsys.readouterr().out
@@ -328,7 +329,7 @@ def edit_config(change):
 def test_a_damaged_run_folder_is_one_line_for_eval(shared_run, tmp_path, damage, words):
     import shutil
 
-    from expframe.rescore import main as eval_main
+    from expframe.cli.rescore import main as eval_main
 
     run = tmp_path / "run"
     shutil.copytree(shared_run, run)
@@ -343,7 +344,7 @@ def test_resume_from_a_checkpoint_whose_config_names_code_is_refused(tmp_path):
     """last.ckpt's saved config is only compared, never built: another target is a differing key."""
     import torch
 
-    from expframe import checkpoint
+    from expframe.train import checkpoint
 
     run = tmp_path / "run"
     out = run_train_in_process(*QUICK, "epochs=1", "checkpoint.every=1", f"hydra.run.dir={run}")
@@ -357,7 +358,7 @@ def test_resume_from_a_checkpoint_whose_config_names_code_is_refused(tmp_path):
 
 
 def test_a_corrupt_config_in_a_sweep_is_named_and_its_run_left_out(tmp_path, caplog):
-    from expframe.report import report
+    from expframe.report.summary import report
 
     for seed in (0, 1):
         job = tmp_path / f"{seed}_seed={seed}"
@@ -512,7 +513,7 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_an_honest_record(tmp_path):
     (sweep / "0_seed=0").mkdir(parents=True)
     run_like_hydra(sweep / "0_seed=0", *QUICK)
     entry = tmp_path / "report_entry.py"
-    entry.write_text("from expframe.report import main\nmain()\n")
+    entry.write_text("from expframe.cli.report import main\nmain()\n")
     done = subprocess.run(
         [*limited[:3], "100", str(entry), str(sweep), "--no-figures"],
         cwd=ROOT,
@@ -600,8 +601,8 @@ def test_strict_refuses_them_in_one_line_before_training(hostile_images, tmp_pat
 
 
 def test_a_cross_validated_job_with_one_contended_fold_sums_up(tmp_path):
-    from expframe import figures
-    from expframe.cv import aggregate
+    from expframe.record import catalogue as figures
+    from expframe.sweep.cv import aggregate
 
     folds = []
     for i, (contended, load) in enumerate(((False, None), (True, 0.7), (False, 0.1))):
@@ -616,7 +617,7 @@ def test_a_cross_validated_job_with_one_contended_fold_sums_up(tmp_path):
 
 
 def test_passwords_are_masked_in_every_form():
-    from expframe.redact import masked
+    from expframe.record.redact import masked
 
     for password in ("s3/cr t", "a%2Fb%20c", "plain", "p:a:ss", "tab\tin"):
         url = f"postgresql+psycopg://alice:{password}@db.example:5432/study"
@@ -640,7 +641,7 @@ def test_a_search_space_in_a_preset_file_is_checked_like_the_command_line(key, v
     from omegaconf import open_dict
 
     from expframe.errors import ConfigError
-    from expframe.sweeps import check_sweep_values
+    from expframe.sweep.checks import check_sweep_values
 
     with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose("train", ["hparams_search=optuna_tpe", *QUICK], return_hydra_config=True)
@@ -671,9 +672,9 @@ def test_a_search_space_in_a_preset_file_is_checked_like_the_command_line(key, v
 def test_the_other_commands_refuse_bad_arguments_in_one_line_and_write_nothing(
     finished_sweep, command, args, words, capsys
 ):
-    from expframe.deploy.cli import main as deploy_main
-    from expframe.report import main as report_main
-    from expframe.rescore import main as eval_main
+    from expframe.cli.deploy import main as deploy_main
+    from expframe.cli.report import main as report_main
+    from expframe.cli.rescore import main as eval_main
 
     main = {"report": report_main, "eval": eval_main, "deploy": deploy_main}[command]
     args = [a.replace("{sweep}", str(finished_sweep)) for a in args]

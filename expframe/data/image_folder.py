@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from expframe.data.sources import RawSplits, project_path
+from expframe.data.raw import RawSplits, project_path
 from expframe.errors import ConfigError, short_reason
-from expframe.outputs import write_atomic
+from expframe.record.atomic import write_atomic
 
 log = logging.getLogger("expframe")
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they still decode PNG and JPEG

@@ -6,34 +6,17 @@ files have a new format, one function here.
 """
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from expframe import PROJECT_ROOT
+from expframe.data.raw import RawSplits, project_path
 from expframe.errors import ConfigError, short_reason
 
 # The fixed test split of the embedded sets must not move with the run's seed: every run of a
 # comparison is scored on the same images.
 _TEST_SPLIT_SEED = 20251122
-
-
-@dataclass
-class RawSplits:
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-    layout: str = "NCHW"
-    class_names: tuple[str, ...] | None = None
-    # the label binary figures (F1, sensitivity, ...) treat as positive
-    positive: int = 1
-    # a fixed validation set (an image folder's val/): the last `val_size` training samples
-    val_size: int | None = None
 
 
 def _fixed_holdout(x: np.ndarray, y: np.ndarray, test_size: int, num_classes: int) -> RawSplits:
@@ -90,14 +73,7 @@ def _as_nchw(images: object) -> torch.Tensor:
     return x.float().div_(255.0).contiguous()
 
 
-def project_path(path: str) -> Path:
-    """A relative `dataset.root` is relative to the project (the folder holding conf/ and train.py),
-    not to wherever the command was started, so every job of a sweep, on any launcher, reads one folder."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else PROJECT_ROOT / p
-
-
-def _open_torchvision(dataset_class: str, root: str, download: bool) -> tuple[object, object]:
+def open_torchvision(dataset_class: str, root: str, download: bool) -> tuple[object, object]:
     module_name, _, class_name = dataset_class.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     where = project_path(root)
@@ -115,7 +91,7 @@ def _open_torchvision(dataset_class: str, root: str, download: bool) -> tuple[ob
 
 
 def torchvision_set(dataset_class: str, root: str, download: bool) -> RawSplits:
-    train, test = _open_torchvision(dataset_class, root, download)
+    train, test = open_torchvision(dataset_class, root, download)
     return RawSplits(
         _as_nchw(train.data),
         torch.as_tensor(train.targets, dtype=torch.int64),
@@ -123,23 +99,6 @@ def torchvision_set(dataset_class: str, root: str, download: bool) -> RawSplits:
         torch.as_tensor(test.targets, dtype=torch.int64),
         len(train.classes),
     )
-
-
-def check_available(source: DictConfig) -> None:
-    """Before a sweep's first job: files that are missing (and cannot be downloaded) are a config error.
-
-    Only sources that read files have something to check; nothing is normalised or put on a device
-    here, so a launcher's parent process holds no copy of the data while its workers train.
-    """
-    if source.get("_target_") == f"{__name__}.torchvision_set":
-        _open_torchvision(source.dataset_class, source.root, source.download)
-    if source.get("_target_") == "expframe.data.image_folder.image_folder":
-        from expframe.data.image_folder import check_headers, list_files
-
-        classes = OmegaConf.to_container(source.classes) if source.classes else None
-        _, files, _ = list_files(source.root, classes, bool(source.get("strict")))
-        if source.get("strict"):  # every file's header, so strict refuses before the run folder exists
-            check_headers(files, source.get("max_pixels"))
 
 
 def synthetic(shape: list[int], num_classes: int, n_train: int, n_test: int, seed: int) -> RawSplits:

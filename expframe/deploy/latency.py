@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from expframe.deploy.variants import Predict
-from expframe.timing import CpuWindow, contended, share
+from expframe.measure.clocks import CpuWindow, contended, share
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:

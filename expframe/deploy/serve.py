@@ -15,10 +15,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from expframe.deploy import DEPLOY_FILE, variants
 from expframe.deploy import latency as timing
+from expframe.deploy import variants
 from expframe.errors import ConfigError
-from expframe.outputs import write_json
+from expframe.record.atomic import write_json
+from expframe.record.files import DEPLOY_FILE
 
 SCORE_BATCH = 256
 

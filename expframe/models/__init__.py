@@ -1,4 +1,6 @@
-"""Model families (conf/model/*.yaml name them by `_target_`), the contract they follow, weight init."""
+"""Model families (conf/model/*.yaml name them by `_target_`), the contract they follow, weight init.
+
+Imports: data (`project_path` for weight files) and the ground (errors, build)."""
 
 from expframe.models.contract import ActivationFactory, ModelFamily, ModelInputs, build_model
 from expframe.models.init import apply_init, initialised_layers

@@ -11,7 +11,7 @@ import logging
 import torch
 from torch import nn
 
-from expframe.data.sources import project_path
+from expframe.data.raw import project_path
 from expframe.errors import ConfigError, short_reason
 from expframe.models.contract import ActivationFactory
 

@@ -1,0 +1,65 @@
+"""`expframe-deploy RUN_DIR [RUN_DIR ...]`: the serving benchmark for runs already trained, from
+their model.pt and saved config; writes deploy.json and adds the figures to metrics.json."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from expframe import PROJECT_ROOT
+from expframe.cli.arguments import OneLineParser
+from expframe.cli.finished_run import ModelSettings, load_run, restored_model
+from expframe.data import load
+from expframe.deploy.serve import check_settings, deploy
+from expframe.deploy.variants import KINDS
+from expframe.errors import ConfigError
+from expframe.record.atomic import write_json
+from expframe.record.files import DEPLOY_FILE, METRICS_FILE
+from expframe.train.setup import model_inputs
+
+
+def settings(variants: list[str] | None) -> DictConfig:
+    """The project's `deploy=cpu` preset, its variants narrowed by --variants."""
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf")):
+        chosen = compose("train", ["deploy=cpu"]).deploy
+    if variants:
+        chosen.variants = variants
+    check_settings(chosen)
+    return chosen
+
+
+def deploy_run(run_dir: Path, chosen: DictConfig) -> dict:
+    cfg, metrics = load_run(run_dir)
+    data = load(cfg.dataset, torch.device("cpu"))
+    net = restored_model(run_dir, ModelSettings.of(cfg), model_inputs(data))
+    served = deploy(net, data.test_x[:], data.test_y, chosen, run_dir)
+    write_json(run_dir / METRICS_FILE, {**metrics, **served})
+    return served
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = OneLineParser(prog="expframe-deploy", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders holding model.pt")
+    parser.add_argument("--variants", nargs="+", help=f"a subset of {', '.join(KINDS)} (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        chosen = settings(args.variants)
+        for run_dir in args.run_dirs:
+            deploy_run(run_dir, chosen)
+            summary = json.loads((run_dir / DEPLOY_FILE).read_text())["variants"]
+            for name, entry in summary.items():
+                print(
+                    f"{name:<14} test_acc={entry['test_acc']:.4f} p95={entry['p95_ms']:.3f}ms "
+                    f"size={entry['size_bytes']:,}B -> {run_dir}"
+                )
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Per-run records: history.csv (rewritten atomically every epoch) and TensorBoard events.
+
+Everything here runs after the epoch clock has stopped; its own cost is kept in `logging_time_s`
+so it never inflates the epoch time.
+"""
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from expframe.record import catalogue as figures
+from expframe.record.atomic import write_csv
+from expframe.record.files import HISTORY_FILE
+
+# TensorBoard's Custom Scalars tab: train and validation on one chart, as the practical's
+# add_scalars('Loss/...', {'Train': ..., 'Val': ...}) does
+# Whole-run figures are scalars only because HParams reads its metric values from scalars; their group
+# sorts after every per-epoch group (acc, cpu, loss, lr, memory, throughput, time) so the Scalars
+# page opens on curves, not on one-point charts
+RUN_END_GROUP = "whole_run"
+
+CUSTOM_LAYOUT = {
+    "train vs validation": {
+        "loss": ["Multiline", ["loss/train", "loss/val"]],
+        "accuracy": ["Multiline", ["acc/train", "acc/val"]],
+    }
+}
+
+
+def readable_names(model: nn.Module, layers: list[nn.Module]) -> dict[str, str]:
+    """Parameter names a student can read: `hidden1.weight`, `hidden1_norm.bias`, `output.weight`
+    instead of nn.Sequential positions (`1.weight`, `3.bias`). `layers`: the model's weight layers in
+    order (models.initialised_layers), the last one the output."""
+    if not layers:
+        return {}
+    modules = {id(m): name for name, m in model.named_modules()}
+    labels = {modules[id(layer)]: f"hidden{i}" for i, layer in enumerate(layers[:-1], 1)}
+    labels[modules[id(layers[-1])]] = "output"
+    names: dict[str, str] = {}
+    current = ""
+    for module_name, module in model.named_modules():
+        own = [p for p, _ in module.named_parameters(recurse=False)]
+        if not own:
+            continue
+        current = labels.get(module_name, current)
+        label = current if module_name in labels else f"{current}_{type(module).__name__.lower()}"
+        for param in own:
+            names[f"{module_name}.{param}" if module_name else param] = f"{label}.{param}"
+    return names
+
+
+@dataclass(frozen=True)
+class RunText:
+    """What a run's TensorBoard text tab says about it, computed only when TensorBoard is on."""
+
+    config_yaml: Callable[[], str]
+    env: Callable[[], dict]
+
+
+class Recorder:
+    """`logging`: the config's logging node (tensorboard, histogram_every, graph); `about`: what
+    TensorBoard's text tab shows (the run's config as YAML, its environment); `layers`: the model's
+    weight layers, for readable histogram names."""
+
+    def __init__(
+        self,
+        logging: DictConfig,
+        out_dir: Path,
+        model: nn.Module,
+        sample: torch.Tensor,
+        swept: dict,
+        about: "RunText",
+        layers: list[nn.Module],
+        hparams: bool = True,
+    ) -> None:
+        self.out_dir, self.swept, self.hparams = out_dir, swept, hparams
+        self.histogram_every = logging.histogram_every
+        self.elapsed = 0.0
+        self.writer = None
+        if logging.tensorboard:
+            start = time.perf_counter()
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(out_dir))
+            self.writer.add_text("config", f"```yaml\n{about.config_yaml()}\n```")
+            self.writer.add_text("env", f"```json\n{json.dumps(about.env(), indent=2)}\n```")
+            if logging.graph:
+                _add_graph(self.writer, model, sample)
+            self.writer.add_custom_scalars(CUSTOM_LAYOUT)
+            self.layer_names = readable_names(model, layers)
+            self.elapsed += time.perf_counter() - start
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def save_history(self, history: list[dict]) -> None:
+        write_csv(self.out_dir / HISTORY_FILE, history)
+
+    def epoch(self, history: list[dict], model: nn.Module, confusion: list | None = None) -> None:
+        """`confusion`: the epoch's validation confusion matrix, drawn as an image."""
+        start = time.perf_counter()
+        self.save_history(history)
+        if self.writer is not None:
+            row, w = history[-1], self.writer
+            step = row["epoch"]
+            for f in figures.per_epoch():
+                if f.tag and row[f.name] is not None:
+                    w.add_scalar(f.tag, row[f.name], step)
+            if confusion is not None:
+                w.add_image("confusion/val", confusion_image(confusion), step)
+            if self.histogram_every and step % self.histogram_every == 0:
+                for name, param in model.named_parameters():
+                    label = self.layer_names.get(name, name)
+                    w.add_histogram(f"weights/{label}", param.detach(), step)
+                    if param.grad is not None:
+                        w.add_histogram(f"grads/{label}", param.grad, step)
+        self.elapsed += time.perf_counter() - start
+
+    def finish(self, metrics: dict) -> None:
+        """Final figures as scalars and, unless this run is one fold of a cross-validated job (whose
+        job-level run has the row), the HParams row that lines it up with its sweep."""
+        if self.writer is None:
+            return
+        if metrics.get("test_confusion") is not None:
+            self.writer.add_image(
+                "confusion/test", confusion_image(metrics["test_confusion"]), metrics["epochs_run"] or 0
+            )
+        if self.hparams:
+            write_hparams(self.writer, metrics, self.swept)
+        else:
+            for tag, value in whole_run_figures(metrics).items():
+                self.writer.add_scalar(tag, value, int(metrics["epochs_run"] or 0))
+        self.writer.flush()
+
+
+def confusion_image(matrix: list[list[int]], cell: int = 24) -> torch.Tensor:
+    """Rows the true class, columns the predicted one; each cell's share of its row from white (0)
+    to dark blue (1), a grey line between cells. No text: the counts are in metrics.json."""
+    counts = torch.tensor(matrix, dtype=torch.float32)
+    share = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    white, blue = torch.tensor([255.0, 255.0, 255.0]), torch.tensor([8.0, 48.0, 107.0])
+    colours = white + share.unsqueeze(-1) * (blue - white)  # (k, k, 3)
+    image = colours.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    image[::cell, :, :] = 160
+    image[:, ::cell, :] = 160
+    return image.permute(2, 0, 1).to(torch.uint8)
+
+
+def whole_run_figures(metrics: dict) -> dict[str, float]:
+    return {
+        f"{RUN_END_GROUP}/{f.name}": float(metrics[f.name])
+        for f in figures.FIGURES
+        if f.hparam and metrics.get(f.name) is not None
+    }
+
+
+def write_hparams(writer: object, metrics: dict, swept: dict) -> None:
+    """The HParams row: the swept keys, status and contention flag, and the whole-run figures
+    (scalars, since HParams reads its metric values from scalars)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    final = whole_run_figures(metrics)
+    params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in swept.items()}
+    params["status"] = metrics["status"]
+    params["timing_contended"] = bool(metrics.get("timing_contended"))
+    for summary in hparams(params, final):
+        writer.file_writer.add_summary(summary)
+    for tag, value in final.items():
+        writer.add_scalar(tag, value, int(metrics.get("epochs_run") or 0))
+
+
+def _add_graph(writer: object, model: nn.Module, sample: torch.Tensor) -> None:
+    """Traced in eval mode so BatchNorm statistics and dropout's random stream are left untouched."""
+    was_training = model.training
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # add_graph traces with torch.jit, now deprecated
+        writer.add_graph(model, sample)
+    model.train(was_training)

@@ -1,0 +1,1 @@
+"""Test support that ships with the tests, not with the package users install."""
