@@ -4,6 +4,7 @@ few levels, the report without torch, nothing at the top but the ground, the tes
 
 import functools
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,16 @@ def test_the_readme_is_read_in_five_minutes():
         for line in page.read_text().splitlines():
             if "not built yet" in line.lower():
                 assert not any(b.lower() in line.lower() for b in built), f"{page.name}: {line}"
+
+
+def test_the_documented_error_lines_are_what_the_commands_print():
+    """Each `$ python train.py ...` line of the docs' error examples, run through the real entry point
+    in this process, prints the `error:` line shown under it."""
+    from tests.conftest import run_cli_in_process
+    from tests.support.documentation import documentation
+
+    shown = re.findall(r"^\$ python train\.py (.*)\n(error: .*)$", documentation(), flags=re.M)
+    assert len(shown) >= 4
+    for args, line in shown:
+        status, err = run_cli_in_process(*shlex.split(args))
+        assert (status, err.strip()) == (1, line), args

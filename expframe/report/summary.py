@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 
+from expframe import PROJECT_ROOT
 from expframe.record import catalogue as figures
 from expframe.record.atomic import write_atomic
 from expframe.record.files import CONFIG_FILE, HISTORY_FILE, HYDRA_DIR, METRICS_FILE, MULTIRUN_FILE
@@ -156,8 +157,6 @@ def _project_defaults() -> dict[str, object]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf, open_dict
-
-    from expframe import PROJECT_ROOT
 
     def composed():
         return compose("train", return_hydra_config=True)

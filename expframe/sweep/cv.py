@@ -21,6 +21,8 @@ from expframe.errors import ConfigError
 from expframe.record import catalogue as figures
 from expframe.record.atomic import write_json
 from expframe.record.files import FOLD_PREFIX, METRICS_FILE
+from expframe.record.recorder import write_hparams
+from expframe.sweep.optuna_sweeper import report_fold
 from expframe.train.run import AfterTraining, TrainedRun, train
 
 log = logging.getLogger("expframe")
@@ -89,8 +91,6 @@ def write_cv_events(out_dir: Path, fold_metrics: list[dict], aggregated: dict, l
         return
     from torch.utils.tensorboard import SummaryWriter
 
-    from expframe.record.recorder import write_hparams
-
     with SummaryWriter(log_dir=str(out_dir)) as writer:
         for name in ("val_acc", "val_loss", "test_acc"):
             values = [m.get(name) for m in fold_metrics]
@@ -106,8 +106,6 @@ def pruned_after(cfg: DictConfig, fold_metrics: list[dict]) -> bool:
     """Report the objective's running mean over the folds so far to this job's Optuna trial."""
     if cfg.get("trial") is None or not isinstance(cfg.objective, str):
         return False
-    from expframe.sweep.optuna_sweeper import report_fold
-
     values = [m.get(cfg.objective) for m in fold_metrics]
     if any(v is None for v in values):
         return False

@@ -31,6 +31,8 @@ def warm_up() -> None:
     import seaborn  # noqa: F401
     from scipy import stats  # noqa: F401
 
+    # deferred for start-up time: the sweep's main process imports this module for `Worker`, and only
+    # the worker process needs the report (numpy, 0.2 s)
     from expframe.report import summary as report
 
     report.project_defaults()
@@ -68,7 +70,7 @@ def serve() -> None:
         return
     request = json.loads(line)
     try:
-        from expframe.report.summary import report
+        from expframe.report.summary import report  # loaded by warm_up: a lookup, not an import
 
         markdown = report([Path(p) for p in request["paths"]], Path(request["out"]), fork_painters=True)
         answer = {"markdown": markdown}
