@@ -23,6 +23,7 @@ from expframe.record import catalogue as figures
 from expframe.record.atomic import write_json
 from expframe.record.files import EMISSIONS_FILE, METRICS_FILE, MODEL_FILE
 from expframe.record.recorder import Recorder, RunText
+from expframe.record.run_record import run_record
 from expframe.record.weights import save_state_dict
 from expframe.train import checkpoint
 from expframe.train.loop import fit, restore
@@ -31,8 +32,6 @@ from expframe.train.setup import Split, setup
 
 log = logging.getLogger(__name__)
 
-# what a classifier's metrics.json says about its task beyond the figures
-TASK_KEYS = ("class_names", "positive", "class_weights", "val_confusion", "test_confusion")
 # after training, on a finished run: (trained network, test inputs, test labels, run folder) -> the
 # figures it adds to metrics.json, `deploy_time_s` among them (the job passes deploy.serve's)
 AfterTraining = Callable[[nn.Module, torch.Tensor, torch.Tensor, Path], dict]
@@ -77,37 +76,6 @@ def close_breakdown(buckets: dict, job_start: float, logging_s: float) -> dict:
     buckets["bookkeeping_s"] = max(0.0, time.perf_counter() - job_start - inside)
     buckets["clean_up_s"] = None
     return buckets
-
-
-def run_record(status: str, summary: dict, error: str | None = None, **about: object) -> dict:
-    """metrics.json: one schema for every run, finished or failed (what is unknown is null)."""
-    keys = ("timing_contended", "peak_rss_scope", "init_hash", "seed", "device", "precision")
-    keys += ("torch_threads", "threads_from", "energy_method", "energy_sources")
-    return {
-        "status": status,
-        "error": error,
-        **summary,
-        **{k: about.get(k) for k in (*keys, "model_file", "env")},
-        "swept": about.get("swept") or {},
-        "choices": about.get("choices") or {},
-        **(about.get("task") or dict.fromkeys(TASK_KEYS)),
-    }
-
-
-def failure_record(
-    error: BaseException, seed: int, precision: str, swept: dict, choices: dict, status: str = "failed"
-) -> dict:
-    """metrics.json of a run that did not finish: what it was (seed, precision name, swept values,
-    choices) and why."""
-    return run_record(
-        status,
-        figures.empty_summary(),
-        error=f"{type(error).__name__}: {error}",
-        seed=seed,
-        precision=precision,
-        swept=swept,
-        choices=choices,
-    )
 
 
 def train(
