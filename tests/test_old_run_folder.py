@@ -1,6 +1,7 @@
-"""A run folder written before the package took its layers (tests/fixtures/run_before_layers: a
+"""Folders written before the package took its layers still load: a run (tests/fixtures/run_before_layers: a
 2-epoch run on digits with checkpoint.every=1, written by commit eec79d4) still loads in the report,
-`expframe-eval`, `expframe-deploy` and resume: a folder on disk outlives the code that wrote it."""
+`expframe-eval`, `expframe-deploy` and resume, and the card sweep (sweep_before_layers) in the report:
+a folder on disk outlives the code that wrote it."""
 
 import json
 import shutil
@@ -14,6 +15,7 @@ from expframe.cli.rescore import rescore
 from tests.conftest import run_train_in_process
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_before_layers"
+SWEEP = Path(__file__).parent / "fixtures" / "sweep_before_layers"
 
 
 @pytest.fixture
@@ -53,3 +55,11 @@ def test_an_old_run_folder_resumes(old_run):
     metrics = json.loads((old_run / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["epochs_run"] == 3
     assert len((old_run / "history.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_the_report_reads_an_old_sweep_folder(tmp_path, capsys):
+    """The card sweep (optimizer x activation, one seed, 1 epoch on digits) written by the old layout."""
+    report_main([str(SWEEP), "--out", str(tmp_path / "report"), "--no-figures"])
+    table = (tmp_path / "report" / "summary.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "| ok " in line]
+    assert len(rows) >= 4 and "val_acc (rows activation, columns optimizer)" in table
