@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from expframe import PROJECT_ROOT
 from expframe.cli.arguments import OneLineParser
 from expframe.cli.finished_run import ModelSettings, load_run, restored_model
-from expframe.data import load
+from expframe.data.device_data import load
 from expframe.deploy.serve import check_settings, deploy
 from expframe.deploy.variants import KINDS
 from expframe.errors import ConfigError

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from expframe.config.saved_values import check_saved_values
 from expframe.errors import ConfigError
-from expframe.models import ModelInputs, build_model
+from expframe.models.contract import ModelInputs, build_model
 from expframe.record.files import MODEL_FILE
 from expframe.record.run_folder import read_config, read_metrics, read_weights
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from expframe.cli.arguments import OneLineParser
 from expframe.cli.finished_run import ModelSettings, load_run, restored_model
-from expframe.data import load
+from expframe.data.device_data import load
 from expframe.errors import ConfigError
 from expframe.measure.scoring import evaluate
 from expframe.train.losses import build_loss

@@ -23,8 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from expframe import EXECUTION_WHITELIST
 from expframe.build import build
 from expframe.errors import ConfigError, as_typed, short_reason
-from expframe.models import ModelInputs, build_model
-from expframe.models.contract import check_output
+from expframe.models.contract import ModelInputs, build_model, check_output
 from expframe.train.losses import build_loss
 
 # what the code passes to a target besides its YAML keys

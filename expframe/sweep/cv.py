@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from expframe.config.validate import validate
-from expframe.data import load
+from expframe.data.device_data import load
 from expframe.errors import ConfigError
 from expframe.record import catalogue as figures
 from expframe.record.atomic import write_json

@@ -51,12 +51,14 @@ def train_job(
     hparam_keys: list[str] | None = None,
 ) -> TrainedRun:
     """The job's run (arguments as `train`'s). A value the checks before the sweep could not see (an
-    Optuna trial's sample) is refused here, and the job records it as failed."""
+    Optuna trial's sample) is refused here, and the job records it as failed; the checks' time is
+    the job's set-up (`job_setup_s`)."""
+    started = time.perf_counter()
     validate(cfg)
     after = serving_step(cfg.deploy)
     if cfg.cv.folds:
         return cross_validate(cfg, out_dir, swept, launcher_threads, choices, hparam_keys, after)
-    return train(cfg, out_dir, swept, launcher_threads, choices, hparam_keys, after=after)
+    return train(cfg, out_dir, swept, launcher_threads, choices, hparam_keys, after=after, started=started)
 
 
 def sweep_keys(hydra_cfg: DictConfig) -> list[str] | None:

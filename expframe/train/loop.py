@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
-from expframe.data import DeviceData
+from expframe.data.device_data import DeviceData
 from expframe.measure.clocks import CpuWindow, StepClock, Window, share, step_stats
 from expframe.measure.energy import EnergyMeter
 from expframe.measure.memory import ActivationProbe, PeakMemory, model_state_bytes

@@ -18,7 +18,7 @@ from expframe.measure.clocks import contended, speed_summary
 from expframe.measure.energy import EnergyMeter
 from expframe.measure.memory import environment, process_age_s
 from expframe.measure.scoring import evaluate, task_figures
-from expframe.models import initialised_layers
+from expframe.models.init import initialised_layers
 from expframe.record import catalogue as figures
 from expframe.record.atomic import write_json
 from expframe.record.files import EMISSIONS_FILE, METRICS_FILE, MODEL_FILE
@@ -87,6 +87,7 @@ def train(
     hparam_keys: list[str] | None = None,
     split: Split | None = None,
     after: AfterTraining | None = None,
+    started: float | None = None,
 ) -> TrainedRun:
     """Writes metrics.json, history.csv, model.pt and TensorBoard events into out_dir.
 
@@ -96,10 +97,12 @@ def train(
     `hparam_keys`: the keys the sweep varies, the only ones HParams shows (None: every swept key).
     `split`: a cross-validation fold's (train, validation) indices; its HParams row is the job's.
     `after`: what the job does with a finished run's network (serving variants), timed in `deploy_s`.
-    The config's values were checked before (config.validate, by the job).
+    `started`: when the job began (a perf_counter reading), so the checks the job ran before this
+    count in `job_setup_s` like the rest of its set-up; default now. The config's values were
+    checked before (config.validate, by the job).
     """
     global _jobs_in_process
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     _jobs_in_process += 1
     first_job = _jobs_in_process == 1
     device = resolve_device(cfg.device)

@@ -11,11 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from expframe.build import build
-from expframe.data import DeviceData, load, split_indices, take
+from expframe.data.device_data import DeviceData, load, split_indices, take
 from expframe.errors import ConfigError
 from expframe.measure.clocks import StepClock
 from expframe.measure.memory import PeakMemory
-from expframe.models import ModelInputs, build_model
+from expframe.models.contract import ModelInputs, build_model
 from expframe.train.augment import build_augment
 from expframe.train.loop import Run
 from expframe.train.losses import build_loss, class_weights

@@ -6,7 +6,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 
-from expframe.data import DeviceData
+from expframe.data.device_data import DeviceData
 
 # a batch of indices in (and, streamed, its inputs already on the device), the batch's logits
 # (before the update) out
