@@ -162,7 +162,7 @@ def test_readme_inline_command_runs(command, tmp_path, tiny_mnist_root):
 
 def test_readme_optuna_trials_command_reads_the_study(tmp_path):
     """The README's `optuna trials` line, as written, from the folder the search was started in."""
-    search = next(c for c in COMMANDS if "hparams_search=optuna_tpe" in c)
+    search = next(c for c in COMMANDS if re.search(r"hparams_search=optuna_tpe(\s|$)", c))
     inspect = re.search(r"`(optuna trials [^`]*)`", README).group(1)
     args = [*shlex.split(search)[1:], "epochs=1", "hydra.sweeper.n_trials=2", "report.auto=false"]
     args[0] = str(ROOT / args[0])

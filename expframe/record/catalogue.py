@@ -342,7 +342,7 @@ FIGURES: tuple[Figure, ...] = (
         fmt=".2f",
     ),
     Figure("n_params", "parameters", higher_is_better=False, summary="run", objective=True, report=True, fmt=",d"),
-    # energy: CodeCarbon's offline tracker (expframe/energy.py). The machine's load and the clock
+    # energy: CodeCarbon's offline tracker (expframe/measure/energy.py). The machine's load and the clock
     # drive it, so other programs make it unreliable like a speed figure
     Figure(
         "epoch_energy_kwh",
