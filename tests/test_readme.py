@@ -26,16 +26,18 @@ README = documentation()  # README.md and every docs/ page
 TRY_CLUSTER = README.partition("### Try the cluster path on one machine")[2].split("\n## ", 1)[0]
 BLOCKS = re.findall(r"```bash\n(.*?)```", README.replace(TRY_CLUSTER, ""), flags=re.S)
 LINES = [line.strip() for block in BLOCKS for line in block.splitlines()]
-COMMANDS = [line for line in LINES if line.startswith("python ")]
+# each command once, though a page may repeat one the README shows
+COMMANDS = list(dict.fromkeys(line for line in LINES if line.startswith("python ")))
 LOOPS = [line for line in LINES if line.startswith("for ")]
 # commands quoted inline in the text, beyond the bash blocks and the axis table the loop covers
 INLINE = sorted(
     {
-        c
+        " ".join(c.split())  # a command quoted across a line break is the command on one line
         for c in re.findall(r"`(python (?:train\.py|-m tests\.benchmark)[^`]*)`", README.replace(TRY_CLUSTER, ""))
-        if c not in COMMANDS and not re.fullmatch(r"python train\.py -m \+experiment=\w+", c)
     }
+    - set(COMMANDS)
 )
+INLINE = [c for c in INLINE if not re.fullmatch(r"python train\.py -m \+experiment=\w+", c)]
 
 
 def test_readme_shows_install_run_and_test():
