@@ -264,3 +264,13 @@ def test_a_worker_not_asked_ends_with_the_sweep():
     assert process.wait(timeout=60) == 0 and Worker.process is None
     assert wants_report(["-m", "seed=0,1"]) and not wants_report(["-m", "report.auto=false"])
     assert not wants_report(["seed=1"]) and not wants_report(["-m", "--cfg", "job"])
+
+
+def test_an_option_with_an_empty_node_is_a_column_value_and_the_baseline(tmp_path):
+    """`scheduler=none` saves `scheduler: {}`: the report still shows the choice and finds the
+    project's default configuration among the runs as the baseline."""
+    for scheduler in ("none", "step"):
+        run_like_hydra(tmp_path / scheduler, "dataset=digits", "epochs=1", f"scheduler={scheduler}")
+    markdown = report([tmp_path], tmp_path / "report", plots=False)
+    assert "| none " in markdown and "| step " in markdown
+    assert "Against the baseline (scheduler=none)" in markdown and "no baseline" not in markdown

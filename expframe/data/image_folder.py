@@ -24,7 +24,7 @@ from expframe.record.atomic import write_atomic
 
 log = logging.getLogger("expframe")
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they still decode PNG and JPEG
-# here, and one warning per file would bury the log (README "Your own images")
+# here, and one warning per file would bury the log (docs/images.md)
 warnings.filterwarnings(
     "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
 )

@@ -68,7 +68,7 @@ def has_convolutions(model: nn.Module) -> bool:
 def int8_dynamic(model: nn.Module) -> Variant:
     """torch.ao's dynamic quantisation of Linear layers (int8 weights, activations quantised per
     batch). Deprecated in favour of torchao, whose int8 path was measured slower on the CPU at
-    batch 1 here (README, Serving cost). Convolutions are not covered: they stay fp32."""
+    batch 1 here (docs/serving-cost.md). Convolutions are not covered: they stay fp32."""
     with quiet():
         quantised = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
     note = "Conv layers stay fp32: dynamic quantisation covers Linear only" if has_convolutions(model) else None

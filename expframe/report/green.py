@@ -18,7 +18,7 @@ def energy_footnote(df) -> str:
     text = "energy: " + "; ".join(f"{how[m]} ({(measured['energy_method'] == m).sum()} runs)" for m in methods)
     grids = ", ".join(f"{v:g}" for v in intensities)
     scope = "training and evaluation phases only, not start-up"
-    return f"{text}; {scope}; CO2eq at {grids} gCO2eq/kWh (README, Energy and CO2)."
+    return f"{text}; {scope}; CO2eq at {grids} gCO2eq/kWh (docs/energy.md)."
 
 
 def early_stopping_savings(df, keys: list[str]) -> str:

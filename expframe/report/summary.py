@@ -138,11 +138,10 @@ def run_config(run: dict) -> dict[str, object]:
         return {"seed": run.get("seed"), **(run.get("swept") or {})}
     choices = run.get("choices") or {}
     flat: dict[str, object] = {}
-    for key, value in _flatten(config).items():
-        group = key.split(".")[0]
-        if group in choices and group not in flat:
+    for group, node in config.items():
+        if group in choices:  # also for an option whose node is empty (`scheduler: none` is `{}`)
             flat[group] = choices[group]
-        flat[key] = value
+        flat.update(_flatten(node, f"{group}."))
     return {k: v for k, v in flat.items() if k not in NOT_CONFIG and not k.startswith("report.")}
 
 
