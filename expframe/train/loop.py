@@ -62,7 +62,7 @@ class Run:
     compiled: bool
     checkpoint_every: int
     early_stopping: DictConfig
-    config: dict  # the resolved config, saved in each checkpoint for resume to compare
+    config: dict | None  # the resolved config each checkpoint saves for resume to compare; None: no checkpoints
     augment: RandomResizedCropFlip | None = None
     class_weights: list[float] | None = None
 

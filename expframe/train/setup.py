@@ -132,7 +132,7 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, sp
         compiled=cfg.compile,
         checkpoint_every=cfg.checkpoint.every,
         early_stopping=cfg.early_stopping,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=OmegaConf.to_container(cfg, resolve=True) if cfg.checkpoint.every else None,
         augment=augment,
         class_weights=weights,
     )
