@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from expframe.report.format import number
 from expframe.report.statistics import holm, seeds_needed
 from expframe.report.summary import report
 from tests.test_report import report_rows
@@ -130,8 +131,8 @@ def test_main_effects_of_a_two_by_two_grid(tmp_path):
     sgd = np.mean(cells[("sgd", "relu")] + cells[("sgd", "tanh")])
     line = next(line for line in md.splitlines() if line.startswith("main effect of optimizer"))
     assert (sgd, adam) == pytest.approx((0.76, 0.935))
-    # in the table's format for test_acc: three decimals
-    assert "sgd 0.760" in line and "adam 0.935" in line and "adam - sgd = +0.175 [" in line
+    # each value to 4 significant digits, trailing zeros dropped
+    assert "sgd 0.76;" in line and "adam 0.935;" in line and "adam - sgd = +0.175 [" in line
     assert "interaction: the effect of activation on test_acc changes sign with optimizer" in md
 
 
@@ -139,6 +140,6 @@ def test_the_tex_table_bolds_the_best_and_marks_the_ties(tmp_path):
     grid(tmp_path)
     tex = (tmp_path / "out" / "best.tex").read_text()
     lines = {line.split(" & ")[0]: line for line in tex.splitlines() if " & " in line}
-    assert f"\\textbf{{{np.mean(ADAM):.3f}}}" in lines["adam"]
+    assert f"\\textbf{{{number(np.mean(ADAM))}}}" in lines["adam"]
     assert "dagger" not in lines["sgd"] and "dagger" not in lines["rmsprop"], "both clearly below adam"
     assert "\\toprule" in tex and "not detectably different" in tex

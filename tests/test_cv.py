@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from expframe.config.validate import validate
 from expframe.data import load
 from expframe.errors import ConfigError
+from expframe.report.format import number
 from expframe.sweep.cv import check_folds, fold_indices
 from tests.conftest import make_cfg, run_like_hydra
 
@@ -84,7 +85,7 @@ def test_the_report_keeps_folds_and_seeds_apart(cv_run, tmp_path):
     names = [c.strip() for c in header.strip("|").split("|")]
     assert cells[names.index("n")] == "3 folds"
     shown = cells[names.index("val_acc")]
-    assert "±" in shown and f"{metrics['val_acc_std']:.3f}" in shown
+    assert "±" in shown and number(metrics["val_acc_std"], 2) in shown
     assert "mean ± sd over its folds (n = folds)" in md
 
 

@@ -98,5 +98,5 @@ def test_every_tag_and_name_is_unique():
     tags = [f.tag for f in figures.FIGURES if f.tag]
     assert len(set(names)) == len(names) and len(set(tags)) == len(tags)
     assert all(f.source is None or figures.figure(f.source).per_epoch for f in figures.FIGURES)
-    assert figures.format_value(figures.figure("epoch_time_s"), 0.0234) == "0.023s"
+    assert figures.format_value(figures.figure("epoch_time_s"), 0.0234) == "0.0234s"
     assert figures.format_value(figures.figure("samples_per_s"), 154455.2) == "154,455"

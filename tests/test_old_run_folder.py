@@ -12,6 +12,7 @@ import pytest
 from expframe.cli.deploy import main as deploy_main
 from expframe.cli.report import main as report_main
 from expframe.cli.rescore import rescore
+from expframe.report.format import number
 from tests.conftest import run_train_in_process
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_before_layers"
@@ -33,7 +34,7 @@ def test_the_report_reads_an_old_run_folder(old_run, tmp_path, capsys):
     report_main([str(old_run), "--out", str(tmp_path / "report"), "--no-figures"])
     table = (tmp_path / "report" / "summary.md").read_text()
     recorded = json.loads((old_run / "metrics.json").read_text())
-    assert "| ok " in table and f"{recorded['test_acc']:.3f}" in table
+    assert "| ok " in table and number(recorded["test_acc"]) in table
 
 
 def test_eval_rescores_an_old_run_folder_to_its_recorded_accuracy(old_run):

@@ -17,7 +17,7 @@ from expframe.report.summary import pareto_front
 from expframe.sweep.callbacks import check_config
 from expframe.sweep.job import threads_per_job
 from expframe.sweep.job_values import swept_values
-from expframe.train.runtime import apply_threads
+from expframe.train.runtime import TORCH_DEFAULT_THREADS, apply_threads
 from tests.conftest import make_cfg, trained
 
 
@@ -59,9 +59,11 @@ def test_hydra_messages_fold_into_one_line():
 def test_one_place_decides_the_thread_count(tmp_path):
     before = torch.get_num_threads()
     try:
-        assert apply_threads(1, 2) == (1, "device.threads") and torch.get_num_threads() == 1
-        assert apply_threads(None, 1) == (1, "launcher")
-        assert apply_threads(None, None) == (1, "torch default")
+        assert apply_threads(1, 2, free=1) == (1, "device.threads") and torch.get_num_threads() == 1
+        assert apply_threads(None, 1, free=2) == (1, "launcher share")
+        assert apply_threads(None, 2, free=1) == (1, "free cores") and torch.get_num_threads() == 1
+        assert apply_threads(None, None, free=None) == (TORCH_DEFAULT_THREADS, "torch default")
+        assert apply_threads(None, None, free=0) == (1, "free cores" if TORCH_DEFAULT_THREADS > 1 else "torch default")
         m = trained(make_cfg("dataset=digits", "epochs=1", "device.threads=1"), tmp_path)
         assert (m["torch_threads"], m["threads_from"], m["env"]["torch_threads"]) == (1, "device.threads", 1)
     finally:

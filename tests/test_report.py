@@ -9,6 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from expframe.report.format import number
 from expframe.report.summary import report
 from tests.conftest import run_cli, run_like_hydra
 
@@ -37,7 +38,7 @@ def test_repeats_are_grouped_with_the_right_means(grid_sweep, tmp_path):
     mean = sum(adam_tanh) / 2
     header, *body = report_rows(md)
     rows = [dict(zip(header, r, strict=True)) for r in body if r[:2] == ["tanh", "adam"]]
-    assert len(rows) == 1 and rows[0]["n"] == "2" and rows[0]["val_acc"].startswith(f"{mean:.3f} ± ")
+    assert len(rows) == 1 and rows[0]["n"] == "2" and rows[0]["val_acc"].startswith(f"{number(mean)} ± ")
     assert len([line for line in md.splitlines()[:6] if line.startswith("| ")]) == 5  # header + 4 configurations
 
 
@@ -194,30 +195,48 @@ def test_a_malformed_metrics_file_is_skipped_with_its_reason(tmp_path, caplog, c
     assert md.rstrip().endswith(f"- {bad}: {warnings[0].split(': ', 1)[1]}") and "Skipped 1 unreadable" in md
 
 
-def test_one_number_format_per_column():
-    from expframe.report.format import number_format
+def test_every_value_is_written_to_significant_digits_with_separators():
+    """Per value, never per column: one slow 11.9 s epoch does not turn 0.074 s into 0.1."""
+    from expframe.report.format import number, plus_minus
 
-    assert number_format([0.87, 0.92]) == ".3f" and number_format([0.0224, 0.0302]) == ".4f"
-    assert (
-        number_format([154455.0, 12.0]) == ".0f"
-        and number_format([7.8, 12.0]) == ".1f"
-        and number_format([float("nan")]) == ".0f"
-    )
-    assert number_format([5.0, 30.0]) == ".0f", "counts stay integers"
-    assert number_format([5.65e-07, 6.9e-07]) == ".3g", "kWh per run: exponent form, not 0.000000565"
+    assert [number(v) for v in (11.93, 0.07431, 0.9120, 154455.2, 12.0, 5.0, 0.0)] == [
+        "11.93",
+        "0.07431",
+        "0.912",
+        "154,455",
+        "12",
+        "5",
+        "0",
+    ]
+    assert number(4.92e-05) == "4.920e-05" and number(7.3e-05) == "7.300e-05", "kWh of a small run: one form"
+    assert number(1234.5) == "1,234" or number(1234.5) == "1,235"
+    assert number(0.1754, sign=True) == "+0.1754" and number(-0.02, sign=True) == "-0.02"
+    assert plus_minus(0.7431, 0.01234) == "0.7431 ± 0.012" and plus_minus(0.5, 0.0) == "0.5"
+    assert plus_minus(float("nan"), 0.1) == "–"
 
 
-def test_contended_runs_are_marked_in_the_tables(tmp_path):
+def test_busy_runs_are_counted_and_only_unreliable_values_left_out(tmp_path):
     synthetic_runs(tmp_path / "s", 4)
-    job = next((tmp_path / "s").glob("1_*"))
-    record = json.loads((job / "metrics.json").read_text())
-    (job / "metrics.json").write_text(json.dumps({**record, "timing_contended": True}))
-    md = report([tmp_path / "s"], tmp_path / "out", plots=False)
-    rows = report_rows(md)
-    column = rows[0].index("contended")
-    assert sorted(r[column] for r in rows[1:]) == ["0", "0", "0", "1"]
-    assert "contended: 1 run(s) timed while other processes used the CPUs" in md
-    assert "% contended: 1 run(s)" in (tmp_path / "out" / "summary.tex").read_text()
+    jobs = sorted((tmp_path / "s").glob("[0-9]_*"))
+    records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    flags = [(True, False), (True, True), (False, False), (False, False)]  # (busy, speed unreliable)
+    for job, record, (busy, slow) in zip(jobs, records, flags, strict=True):
+        record |= {"machine_busy": busy, "speed_unreliable": slow, "energy_unreliable": False}
+        (job / "metrics.json").write_text(json.dumps(record))
+    md = report([tmp_path / "s"], tmp_path / "out", metrics=["val_acc", "epoch_time_s"], plots=False)
+    header, *rows = report_rows(md)
+    assert sorted(r[header.index("busy")] for r in rows) == ["0", "0", "1", "1"]
+    assert sorted(r[header.index("unreliable")] for r in rows) == ["0", "0", "0", "1"]
+    flagged = next(r for r in rows if r[header.index("unreliable")] == "1")
+    assert flagged[header.index("epoch_time_s")] == "–", "the unreliable value is left out"
+    assert flagged[header.index("val_acc")] != "–", "the run's other figures count"
+    busy = next(r for r in rows if r[header.index("busy")] == "1" and r[header.index("unreliable")] == "0")
+    assert busy[header.index("epoch_time_s")] != "–", "busy is not wrong: the figure held and counts"
+    assert "busy: 2 run(s) ran while other processes used the CPUs" in md
+    assert "unreliable: 1 run(s) with a speed or energy figure whose estimator could not hold" in md
+    assert "% unreliable: 1 run(s)" in (tmp_path / "out" / "summary.tex").read_text()
+    measured = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert measured["epoch_time_s"].notna().all() and measured["speed_unreliable"].sum() == 1, "csv: as measured"
 
 
 def test_a_view_with_options_never_replaces_the_sweeps_own_report(tmp_path, capsys):

@@ -118,8 +118,9 @@ def test_tensorboard_scalars_match_metrics(tmp_path):
         "acc/train",
         "acc/val",
         "time/epoch_s",
+        "time/epoch_wall_s",
         "throughput/samples_per_s",
-        "memory/peak_rss_mb",
+        "memory/process_rss_peak_mb",
         "lr",
         "whole_run/test_acc",
     ):

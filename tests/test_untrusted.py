@@ -607,13 +607,16 @@ def test_a_cross_validated_job_with_one_contended_fold_sums_up(tmp_path):
     folds = []
     for i, (contended, load) in enumerate(((False, None), (True, 0.7), (False, 0.1))):
         metrics = json.loads(json.dumps(figures.empty_summary()))
-        metrics.update(status="ok", seed=0, timing_contended=contended, other_cpu_load=load, val_acc=0.5 + i / 10)
+        metrics.update(status="ok", seed=0, machine_busy=contended, speed_unreliable=contended, energy_unreliable=False)
+        metrics.update(other_cpu_load=load, val_acc=0.5 + i / 10)
         folds.append(metrics)
     job = aggregate(folds, 3)
-    assert job["timing_contended"] is True and job["other_cpu_load"] == 0.7
-    assert "timing contended (other processes used 70% of the CPUs)" in figures.summary_line(job)
+    assert job["machine_busy"] is True and job["speed_unreliable"] is True and job["other_cpu_load"] == 0.7
+    assert job["energy_unreliable"] is False
+    assert "note: machine busy (other processes used 70% of the CPUs)" in figures.summary_line(job)
     folds[1]["other_cpu_load"] = None
-    assert "timing contended;" in figures.summary_line({**aggregate(folds, 3), "other_cpu_load": None})
+    line = figures.summary_line({**aggregate(folds, 3), "other_cpu_load": None})
+    assert "note: machine busy warning: speed figures unreliable" in line
 
 
 def test_passwords_are_masked_in_every_form():

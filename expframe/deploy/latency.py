@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from expframe.deploy.variants import Predict
-from expframe.measure.clocks import CpuWindow, contended, share
+from expframe.measure.clocks import CpuWindow, machine_busy, share
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -18,7 +18,7 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def flag(windows: list, threads: int) -> bool:
-    return contended(share(windows, threads)["other_cpu_load"], threads, os.cpu_count() or 1)
+    return machine_busy(share(windows, threads)["other_cpu_load"], threads, os.cpu_count() or 1)
 
 
 def latency(predict: Predict, x: np.ndarray, warmup: int, calls: int) -> dict[str, float]:

@@ -1,8 +1,13 @@
-"""Per-step clocks and a CPU-contention sampler: speed figures that say when they cannot be trusted.
+"""Per-step clocks, the machine's load, and speed figures that hold on a busy machine.
 
-On a shared machine a single slow epoch (another program took the cores) moves a mean a long way;
-the median step does not. And when other processes take the CPUs, no estimate is right: the
-sampler measures how much of the machine they used while the clock ran, so the run can say so.
+A shared machine is the normal case. Two questions are kept apart (docs/shared-machines.md):
+- was the machine busy? Other processes' share of the CPUs, sampled from /proc/stat around each
+  epoch (`machine_busy`): recorded and shown, never a reason to drop a figure;
+- does the figure hold? The epoch time is the step count x the median of the *clean* steps, those
+  during which the training thread ran for at least `CLEAN_RAN_SHARE` of the step's wall time
+  (the scheduler did not take its core away mid-step). A step shorter than the scheduler's slice is
+  mostly clean however busy the machine is; the figure is `speed_unreliable` only when too few
+  steps were clean for their median to stand for the run.
 """
 
 import os
@@ -19,16 +24,26 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MIN_WINDOW_S = 0.25
 
 
+# a step is clean when the training thread ran for at least this share of its wall time
+CLEAN_RAN_SHARE = 0.9
+# the clean steps' median stands for the run while at least this share of the steps are clean ...
+MIN_CLEAN_SHARE = 0.25
+# ... and, with fewer clean steps than this, while at least half of them are
+MIN_CLEAN_STEPS = 10
+
+
 class StepClock:
-    """Marks step boundaries: perf_counter on the CPU (where a step is synchronous), CUDA events on
-    a GPU, recorded on the stream and read once per epoch, so there is no host sync per step."""
+    """Marks step boundaries: perf_counter and the training thread's CPU clock on the CPU (where a
+    step is synchronous), CUDA events on a GPU, recorded on the stream and read once per epoch, so
+    there is no host sync per step. The GPU's clock is its own: every GPU step counts as clean."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.marks: list = []
+        self.ran: list[float] = []
 
     def reset(self) -> None:
-        self.marks = []
+        self.marks, self.ran = [], []
 
     def mark(self) -> None:
         if self.cuda:
@@ -37,6 +52,7 @@ class StepClock:
             self.marks.append(event)
         else:
             self.marks.append(time.perf_counter())
+            self.ran.append(time.thread_time())
 
     def step_ms(self) -> list[float]:
         if self.cuda:
@@ -44,6 +60,25 @@ class StepClock:
                 self.marks[-1].synchronize()
             return [a.elapsed_time(b) for a, b in zip(self.marks, self.marks[1:], strict=False)]
         return [(b - a) * 1000 for a, b in zip(self.marks, self.marks[1:], strict=False)]
+
+    def clean(self) -> list[bool]:
+        """Per step: did the training thread run for CLEAN_RAN_SHARE of it (always, on a GPU)?"""
+        if self.cuda:
+            return [True] * max(0, len(self.marks) - 1)
+        walls = [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        ran = [b - a for a, b in zip(self.ran, self.ran[1:], strict=False)]
+        return [c >= CLEAN_RAN_SHARE * w for w, c in zip(walls, ran, strict=True)]
+
+
+def clean_median_ms(step_ms: list[float], clean: list[bool]) -> tuple[float | None, bool]:
+    """The median of the clean steps and whether it stands for the run: at least MIN_CLEAN_SHARE of
+    the steps clean, and at least half of them when fewer than MIN_CLEAN_STEPS are."""
+    kept = [t for t, ok in zip(step_ms, clean, strict=True) if ok]
+    if not step_ms:
+        return None, True
+    share_clean = len(kept) / len(step_ms)
+    holds = share_clean >= MIN_CLEAN_SHARE and (len(kept) >= MIN_CLEAN_STEPS or share_clean >= 0.5)
+    return (float(np.median(kept)) if kept else None), holds
 
 
 def step_stats(step_ms: list[float]) -> dict[str, float | None]:
@@ -98,31 +133,65 @@ def share(windows: list[Window], threads: int) -> dict[str, float | None]:
     return {"cpu_utilisation": utilisation, "other_cpu_load": other}
 
 
-# Other processes' CPU use, in cores, beyond which a run's speed figures are flagged: see README
-# "Shared machines" for the measurements behind it.
-CONTENDED_CORES = 0.5
+# Other processes' CPU use, in cores, beyond the cores this run left idle, from which the machine
+# counts as busy (docs/shared-machines.md)
+BUSY_CORES = 0.5
 
 
-def contended(other_cpu_load: float | None, threads: int, cpus: int) -> bool:
-    """Other processes used more than the cores this run left idle, by more than CONTENDED_CORES."""
+def machine_busy(other_cpu_load: float | None, threads: int, cpus: int) -> bool:
+    """Other processes used more than the cores this run left idle, by more than BUSY_CORES. Said,
+    never a reason on its own to leave a figure out."""
     if other_cpu_load is None:
         return False
-    return other_cpu_load * cpus > max(0, cpus - threads) + CONTENDED_CORES
+    return other_cpu_load * cpus > max(0, cpus - threads) + BUSY_CORES
+
+
+# the shortest window over which the machine's load decides a thread count
+LOAD_WINDOW_S = 0.1
+
+
+class MachineLoad:
+    """Other processes' use of the CPUs from `start()` to `free_cores()`: the run starts it before its
+    set-up and reads it after, so the sample costs no time unless set-up took under LOAD_WINDOW_S."""
+
+    def start(self) -> "MachineLoad":
+        self.window = CpuWindow()
+        self.window.start()
+        return self
+
+    def free_cores(self, cpus: int) -> tuple[int, float | None]:
+        """Cores not busy with other processes (at least one) and their load in cores (None where
+        /proc/stat cannot be read: then every core counts as free)."""
+        left = LOAD_WINDOW_S - (time.perf_counter() - self.window.wall)
+        if left > 0:
+            time.sleep(left)
+        window = self.window.stop()
+        if window.busy is None or window.total is None or window.total <= 0:
+            return cpus, None
+        other = max(0.0, window.busy - window.cpu) / window.wall
+        return max(1, min(cpus, cpus - round(other))), other
 
 
 def speed_summary(
-    epoch_times: list[float], steady_step_ms: list[float], steady_windows: list[Window], samples: int, threads: int
+    epoch_times: list[float],
+    steady_step_ms: list[float],
+    steady_clean: list[bool],
+    steady_windows: list[Window],
+    samples: int,
+    threads: int,
 ) -> dict:
-    """Robust speed: `epoch_time_s` is the steady epochs' step count x their median step time (an
-    epoch that another program slowed moves it little); `epoch_time_mean_s` is the plain mean of
-    their wall times, kept so nothing measured is hidden. Contention over the same epochs: the
-    worst epoch where /proc/stat resolves one, else all steady epochs together."""
+    """Speed that holds on a busy machine: `epoch_time_s` is the steady epochs' step count x the
+    median of their clean steps, `speed_unreliable` when that median cannot stand for the run;
+    `epoch_wall_s` is the plain mean of their wall times, kept so nothing measured is hidden. The
+    machine's load over the same epochs: the worst epoch where /proc/stat resolves one, else all
+    steady epochs together."""
     steady = epoch_times[1:] or epoch_times
     # the epochs the steps come from: a resumed run's steps are its own session's only
     epochs_timed = len(steady_windows) or len(steady)
     steps_per_epoch = len(steady_step_ms) / epochs_timed if epochs_timed else 0
     stats = step_stats(steady_step_ms)
-    epoch_time = steps_per_epoch * stats["step_time_ms_p50"] / 1000 if stats["step_time_ms_p50"] else None
+    median, holds = clean_median_ms(steady_step_ms, steady_clean)
+    epoch_time = steps_per_epoch * median / 1000 if median else None
     per_epoch = [share([w], threads) for w in steady_windows]
     loads = [s["other_cpu_load"] for s in per_epoch if s["other_cpu_load"] is not None]
     overall = share(steady_windows, threads) if steady_windows else {"cpu_utilisation": None, "other_cpu_load": None}
@@ -130,11 +199,13 @@ def speed_summary(
     return {
         "epochs_run": len(epoch_times),
         "epoch_time_s": epoch_time,
-        "epoch_time_mean_s": sum(steady) / len(steady) if steady else None,
+        "epoch_wall_s": sum(steady) / len(steady) if steady else None,
         "first_epoch_time_s": epoch_times[0] if epoch_times else None,
         "train_time_s": sum(epoch_times),
         "samples_per_s": samples / epoch_time if epoch_time else None,
         **stats,
+        "clean_step_share": sum(steady_clean) / len(steady_clean) if steady_clean else None,
+        "speed_unreliable": not holds,
         "other_cpu_load": max(loads) if loads else overall["other_cpu_load"],
         "cpu_utilisation": min(utilisations) if utilisations and loads else overall["cpu_utilisation"],
     }

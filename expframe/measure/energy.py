@@ -11,6 +11,7 @@ and the result is cached for every later job of the process.
 """
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,11 +23,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from expframe.errors import ConfigError
+from expframe.measure.clocks import CpuWindow
 from expframe.measure.signals import Terminated, received
 
 log = logging.getLogger("expframe")
 
 TRACKING_MODES = ("machine", "process")
+# cpu_time: the run's own CPU seconds x a core's power (docs/energy.md); machine: CodeCarbon's figure
+ATTRIBUTIONS = ("cpu_time", "machine")
 # CodeCarbon's CPU modes that read an energy counter (RAPL, Windows EMI, Power Gadget, powermetrics);
 # the others multiply a TDP by the CPU load
 METERED_CPU_MODES = ("intel_rapl", "windows_emi", "intel_power_gadget", "apple_powermetrics")
@@ -55,6 +59,8 @@ def tracker_options(settings: DictConfig) -> dict[str, Any]:
 def check_settings(settings: DictConfig) -> None:
     """The country must be one CodeCarbon has an energy mix for: it would otherwise fall back to a
     world average and say so only in its (silenced) log."""
+    if settings.attribution not in ATTRIBUTIONS:
+        raise ConfigError("energy.attribution", settings.attribution, f"must be one of {', '.join(ATTRIBUTIONS)}")
     if settings.tracking_mode not in TRACKING_MODES:
         raise ConfigError("energy.tracking_mode", settings.tracking_mode, f"must be one of {', '.join(TRACKING_MODES)}")
     code = settings.country_iso_code
@@ -119,6 +125,44 @@ class Phase:
     duration_s: float
 
 
+def attributed(
+    measured: Phase, cpu_s: float, machine_busy_s: float | None, threads: int, core_w: float | None
+) -> Phase:
+    """The part of a phase's energy that is the run's own work, whatever else the machine ran.
+
+    CPU: the run's CPU seconds x one core's power (`core_w`, CodeCarbon's TDP over the cores: its
+    `process` mode's linear model) where the power is estimated; where a counter measured it (RAPL),
+    the measured energy x the run's share of the machine's busy CPU time. RAM: its modelled power
+    for the time the run's threads computed (CPU seconds / threads), not for a wall clock that other
+    processes stretched. A GPU's counter is the GPU's own: kept. Emissions follow the energy.
+    """
+    if core_w is not None:
+        cpu_kwh = core_w * cpu_s / KWH_TO_J
+    elif machine_busy_s:
+        cpu_kwh = measured.cpu_kwh * min(1.0, cpu_s / machine_busy_s)
+    else:
+        cpu_kwh = measured.cpu_kwh
+    computed_s = min(measured.duration_s, cpu_s / max(1, threads))
+    ram_kwh = measured.ram_kwh * (computed_s / measured.duration_s if measured.duration_s > 0 else 1.0)
+    energy = cpu_kwh + ram_kwh + measured.gpu_kwh
+    intensity = measured.emissions_kg / measured.energy_kwh if measured.energy_kwh else 0.0
+    return Phase(energy, cpu_kwh, ram_kwh, measured.gpu_kwh, energy * intensity, computed_s)
+
+
+def energy_unreliable(
+    attribution: str, measured: bool, machine_busy: bool, speed_unreliable: bool, threads: int
+) -> bool:
+    """Machine attribution counts other processes' work whenever the machine was busy. CPU-time
+    attribution holds on a busy machine, except where threads that were descheduled mid-step made
+    the others spin-wait (more than one thread and a speed figure that could not hold): their
+    waiting is CPU time too."""
+    if not measured:
+        return False
+    if attribution == "machine":
+        return machine_busy
+    return speed_unreliable and threads > 1
+
+
 @dataclass
 class EnergyMeter:
     """`phase(name)` measures one phase; `energy(name)` is its kWh (None when unmeasured);
@@ -127,6 +171,7 @@ class EnergyMeter:
 
     settings: DictConfig
     emissions_file: Path  # CodeCarbon's CSV, in the run's folder (its name: record/files.py)
+    threads: int = 1  # the run's torch threads, for the RAM share of CPU-time attribution
     phases: dict[str, Phase] = field(default_factory=dict)
     tracker: Any = None
     sources: dict[str, str] = field(default_factory=dict)
@@ -164,13 +209,16 @@ class EnergyMeter:
             return
         with interrupts_deferred():
             self.tracker.start_task(name)
+        window = CpuWindow()
+        window.start()
         try:
             yield
         finally:
+            used = window.stop()
             with interrupts_deferred():
                 data = self.tracker.stop_task(name)  # CodeCarbon logs and returns None on a failure
             if data is not None:
-                self.phases[name] = Phase(
+                measured = Phase(
                     data.energy_consumed,
                     data.cpu_energy,
                     data.ram_energy,
@@ -178,6 +226,17 @@ class EnergyMeter:
                     data.emissions,
                     data.duration,
                 )
+                if self.settings.attribution == "cpu_time":
+                    measured = attributed(measured, used.cpu, used.busy, self.threads, self.core_power_w())
+                self.phases[name] = measured
+
+    def core_power_w(self) -> float | None:
+        """One core's share of the CPU's power where CodeCarbon models it (TDP / cores); None where
+        a counter measures it."""
+        for hardware in self.tracker._hardware:
+            if type(hardware).__name__ == "CPU" and hardware._mode not in METERED_CPU_MODES:
+                return hardware._tdp / (os.cpu_count() or 1) if hardware._tdp else None
+        return None
 
     def energy(self, name: str) -> float | None:
         phase = self.phases.get(name)
@@ -196,7 +255,11 @@ class EnergyMeter:
         measured = list(self.phases.values())
         seconds = sum(p.duration_s for p in measured)
         energy = sum(p.energy_kwh for p in measured)
-        out: dict[str, Any] = {"energy_method": self.method, "energy_sources": self.sources or None}
+        out: dict[str, Any] = {
+            "energy_method": self.method,
+            "energy_sources": self.sources or None,
+            "energy_attribution": self.settings.attribution if measured else None,
+        }
         if not seconds or not energy:
             return {
                 **out,

@@ -40,9 +40,11 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Every column any row has, in first-seen order (a resumed run's older rows may lack a newer
+    figure: its cells stay empty)."""
     buf = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
     write_atomic(path, buf.getvalue())

@@ -44,17 +44,47 @@ class Figure:
     # shown in the one-line summary of a run as `line=value` with this format
     line: str | None = None
     fmt: str = ".4f"
-    # a speed figure: other programs on the CPUs make it unreliable (see timing_contended)
-    speed: bool = False
+    # the metrics.json flag that marks this figure unreliable in a run (FLAGS): left out of deltas,
+    # never bolded, NaN to a sweeper
+    flag: str | None = None
     # the seed fixes it (clocks, resident memory and the machine's load it does not)
     reproducible: bool = True
 
     def __post_init__(self) -> None:
-        if self.speed or self.name.startswith(("peak_", "cpu_", "other_")) or self.unit == "s":
+        if self.flag or self.name.startswith(("peak_", "cpu_", "other_")) or self.unit == "s":
             object.__setattr__(self, "reproducible", False)
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
+
+    @property
+    def heading(self) -> str:
+        """The label with its unit, as every table and axis shows it."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+SPEED = "speed_unreliable"
+ENERGY = "energy_unreliable"
+# A run's flags (metrics.json). Busy is not wrong: `machine_busy` says other processes used the cores
+# the run left idle; a figure is left out only when its own estimator could not hold (its flag).
+FLAGS = {
+    "machine_busy": "the machine was busy (other processes used the cores this run left idle)",
+    SPEED: "its speed figures could not hold (too few steps ran without losing their core)",
+    ENERGY: "its energy could not be attributed to its own work",
+}
+# the flag of run folders written before machine_busy and the figure flags: every speed and energy
+# figure of such a run counts as unreliable
+LEGACY_FLAG = "timing_contended"
+
+
+def unreliable(f: "Figure", metrics: dict) -> bool:
+    """Whether a run's value of this figure is flagged (a folder from before the flags: by its
+    `timing_contended`)."""
+    if f.flag is None:
+        return False
+    if f.flag in metrics:
+        return bool(metrics[f.flag])
+    return bool(metrics.get(LEGACY_FLAG))
 
 
 def _peak_mem_mb(figures: dict) -> float | None:
@@ -167,7 +197,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("lr", "learning rate", per_epoch=True, tag="lr", fmt=".3g"),
     Figure(
         "epoch_time_s",
-        "epoch time",
+        "epoch time (robust)",
         "s",
         higher_is_better=False,
         per_epoch=True,
@@ -177,12 +207,12 @@ FIGURES: tuple[Figure, ...] = (
         objective=True,
         report=True,
         line="epoch",
-        fmt=".3f",
-        speed=True,
+        fmt=".3g",
+        flag=SPEED,
     ),
     Figure(
         "first_epoch_time_s",
-        "first (warm-up) epoch time",
+        "first (warm-up) epoch wall time",
         "s",
         higher_is_better=False,
         summary="run",
@@ -190,11 +220,11 @@ FIGURES: tuple[Figure, ...] = (
         report=True,
         line="first_epoch",
         fmt=".3f",
-        speed=True,
+        flag=SPEED,
     ),
     Figure(
         "samples_per_s",
-        "throughput",
+        "throughput (robust)",
         "samples/s",
         higher_is_better=True,
         per_epoch=True,
@@ -205,7 +235,7 @@ FIGURES: tuple[Figure, ...] = (
         report=True,
         line="samples/s",
         fmt=",.0f",
-        speed=True,
+        flag=SPEED,
     ),
     *(
         Figure(
@@ -218,7 +248,7 @@ FIGURES: tuple[Figure, ...] = (
             summary="run",
             objective=True,
             fmt=".3f",
-            speed=True,
+            flag=SPEED,
         )
         for stat, label in (("p50", "median"), ("p90", "90th percentile"), ("min", "fastest"))
     ),
@@ -228,6 +258,13 @@ FIGURES: tuple[Figure, ...] = (
         higher_is_better=True,
         per_epoch=True,
         tag="cpu/utilisation",
+        summary="run",
+        fmt=".2f",
+    ),
+    Figure(
+        "clean_step_share",
+        "share of steps that kept their core",
+        higher_is_better=True,
         summary="run",
         fmt=".2f",
     ),
@@ -243,17 +280,19 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         "peak_rss_mb",
-        "peak resident memory",
+        "process RSS (peak)",
         "MB",
         higher_is_better=False,
         per_epoch=True,
-        tag="memory/peak_rss_mb",
+        tag="memory/process_rss_peak_mb",
+        summary="derived",
         derive=_per_mb("peak_rss_bytes"),
-        fmt=".0f",
+        line="rss",
+        fmt=",.0f",
     ),
     Figure(
         "peak_cuda_mb",
-        "peak CUDA memory",
+        "CUDA memory allocated (peak)",
         "MB",
         higher_is_better=False,
         per_epoch=True,
@@ -283,23 +322,25 @@ FIGURES: tuple[Figure, ...] = (
     Figure("stopped_epoch", "epoch early stopping ended the run", summary="run", hparam=True, fmt="d"),
     Figure(
         "train_time_s",
-        "training time",
+        "training wall time",
         "s",
         higher_is_better=False,
         summary="run",
         objective=True,
         fmt=".3f",
-        speed=True,
+        flag=SPEED,
     ),
     Figure(
-        "epoch_time_mean_s",
-        "mean epoch wall time",
+        "epoch_wall_s",
+        "epoch wall time",
         "s",
         higher_is_better=False,
+        per_epoch=True,
+        tag="time/epoch_wall_s",
         summary="run",
         objective=True,
         fmt=".3f",
-        speed=True,
+        flag=SPEED,
     ),
     Figure("eval_time_s", "evaluation time", "s", higher_is_better=False, summary="run", fmt=".3f"),
     Figure("logging_time_s", "logging time", "s", higher_is_better=False, summary="run", fmt=".3f"),
@@ -314,7 +355,7 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("peak_cuda_mem_bytes", "peak CUDA memory allocated", "B", False, summary="run", objective=True, fmt=",d"),
     Figure("peak_cuda_reserved_bytes", "peak CUDA memory reserved", "B", False, summary="run", fmt=",d"),
-    Figure("peak_rss_bytes", "peak resident memory", "B", False, summary="run", objective=True, fmt=",d"),
+    Figure("peak_rss_bytes", "process RSS (peak)", "B", False, summary="run", objective=True, fmt=",d"),
     Figure(
         "model_state_bytes",
         "parameters, gradients and optimizer state",
@@ -330,7 +371,7 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         "peak_mem_mb",
-        "peak memory",
+        "train mem (tensors, peak)",
         "MB",
         higher_is_better=False,
         summary="derived",
@@ -338,8 +379,8 @@ FIGURES: tuple[Figure, ...] = (
         hparam=True,
         objective=True,
         report=True,
-        line="peak_mem",
-        fmt=".2f",
+        line="train_mem",
+        fmt=".3g",
     ),
     Figure("n_params", "parameters", higher_is_better=False, summary="run", objective=True, report=True, fmt=",d"),
     # energy: CodeCarbon's offline tracker (expframe/measure/energy.py). The machine's load and the clock
@@ -352,7 +393,7 @@ FIGURES: tuple[Figure, ...] = (
         per_epoch=True,
         tag="energy/epoch_kwh",
         fmt=".3g",
-        speed=True,
+        flag=ENERGY,
     ),
     Figure(
         "epoch_eval_energy_kwh",
@@ -361,7 +402,7 @@ FIGURES: tuple[Figure, ...] = (
         higher_is_better=False,
         per_epoch=True,
         fmt=".3g",
-        speed=True,
+        flag=ENERGY,
     ),
     Figure(
         "energy_train_kwh",
@@ -372,7 +413,7 @@ FIGURES: tuple[Figure, ...] = (
         source="epoch_energy_kwh",
         objective=True,
         fmt=".3g",
-        speed=True,
+        flag=ENERGY,
     ),
     Figure(
         "energy_eval_kwh",
@@ -381,7 +422,7 @@ FIGURES: tuple[Figure, ...] = (
         higher_is_better=False,
         summary="run",
         fmt=".3g",
-        speed=True,
+        flag=ENERGY,
     ),
     Figure(
         "energy_kwh",
@@ -395,11 +436,11 @@ FIGURES: tuple[Figure, ...] = (
         report=True,
         line="energy",
         fmt=".3g",
-        speed=True,
+        flag=ENERGY,
     ),
-    Figure("cpu_power_w", "mean CPU power", "W", higher_is_better=False, summary="run", fmt=".1f", speed=True),
-    Figure("ram_power_w", "mean RAM power", "W", higher_is_better=False, summary="run", fmt=".1f", speed=True),
-    Figure("gpu_power_w", "mean GPU power", "W", higher_is_better=False, summary="run", fmt=".1f", speed=True),
+    Figure("cpu_power_w", "mean CPU power", "W", higher_is_better=False, summary="run", fmt=".1f", flag=ENERGY),
+    Figure("ram_power_w", "mean RAM power", "W", higher_is_better=False, summary="run", fmt=".1f", flag=ENERGY),
+    Figure("gpu_power_w", "mean GPU power", "W", higher_is_better=False, summary="run", fmt=".1f", flag=ENERGY),
     Figure("carbon_intensity_g_per_kwh", "grid carbon intensity", "gCO2eq/kWh", summary="run", fmt=".1f"),
     Figure(
         "emissions_g_co2eq",
@@ -412,7 +453,7 @@ FIGURES: tuple[Figure, ...] = (
         objective=True,
         line="co2",
         fmt=".3g",
-        speed=True,
+        flag=ENERGY,
     ),
     Figure("chance_acc", "accuracy of the majority class (test set)", summary="run", fmt=".4f"),
     Figure(
@@ -424,7 +465,7 @@ FIGURES: tuple[Figure, ...] = (
         derive=_energy_per_point,
         objective=True,
         fmt=".3g",
-        speed=True,
+        flag=ENERGY,
     ),
 )
 
@@ -454,6 +495,16 @@ def objectives() -> list[str]:
 
 def test_task_figures() -> list[str]:
     return [f"test_{name}" for name, _ in TASK_FIGURES]
+
+
+# HParams' first metric columns (TensorBoard shows the first ones ticked): the practical's three
+# figures and energy, then every other whole-run figure in declaration order
+HPARAMS_FIRST = ("test_acc", "epoch_time_s", "peak_mem_mb", "energy_kwh")
+
+
+def hparam_figures() -> list[Figure]:
+    first = [figure(name) for name in HPARAMS_FIRST]
+    return first + [f for f in FIGURES if f.hparam and f.name not in HPARAMS_FIRST]
 
 
 def report_columns() -> list[str]:
@@ -521,8 +572,24 @@ def summary_line(metrics: dict) -> str:
         names.update(evaluation_s="eval", logging_s="logging", bookkeeping_s="bookkeeping", clean_up_s="clean-up")
         names.update(deploy_s="deploy")
         line += " time: " + " + ".join(f"{names[k]} {v:.2f}" for k, v in spent.items() if v is not None) + " s"
-    if metrics.get("timing_contended"):
-        load = metrics.get("other_cpu_load")
-        used = f" (other processes used {load:.0%} of the CPUs)" if isinstance(load, int | float) else ""
-        line += f" warning: timing contended{used}; speed figures are unreliable, see README"
-    return line
+    return line + flag_notes(metrics)
+
+
+def flag_notes(metrics: dict) -> str:
+    """What the flags say, after the summary line: busy is a note, an unreliable figure a warning."""
+    load = metrics.get("other_cpu_load")
+    used = f" (other processes used {load:.0%} of the CPUs)" if isinstance(load, int | float) else ""
+    notes = ""
+    if LEGACY_FLAG in metrics and SPEED not in metrics:
+        return f" warning: timing contended{used}; speed figures are unreliable" if metrics[LEGACY_FLAG] else ""
+    if metrics.get("machine_busy"):
+        notes += f" note: machine busy{used}"
+    if metrics.get(SPEED):
+        clean = metrics.get("clean_step_share")
+        kept = f" (only {clean:.0%} of steps kept their core)" if isinstance(clean, int | float) else ""
+        notes += f" warning: speed figures unreliable{kept}"
+    if metrics.get(ENERGY):
+        notes += f" warning: energy unreliable ({metrics.get('energy_attribution') or 'machine'} attribution)"
+    if notes:
+        notes += "; see docs/shared-machines.md"
+    return notes

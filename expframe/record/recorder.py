@@ -159,10 +159,12 @@ def confusion_image(matrix: list[list[int]], cell: int = 24) -> torch.Tensor:
 
 
 def whole_run_figures(metrics: dict) -> dict[str, float]:
+    """HParams' metrics in figures.hparam_figures' order: accuracy, epoch time, peak memory, energy
+    first. A flagged (unreliable) value is left out, so HParams never compares it."""
     return {
         f"{RUN_END_GROUP}/{f.name}": float(metrics[f.name])
-        for f in figures.FIGURES
-        if f.hparam and metrics.get(f.name) is not None
+        for f in figures.hparam_figures()
+        if metrics.get(f.name) is not None and not figures.unreliable(f, metrics)
     }
 
 
@@ -174,7 +176,8 @@ def write_hparams(writer: object, metrics: dict, swept: dict) -> None:
     final = whole_run_figures(metrics)
     params = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in swept.items()}
     params["status"] = metrics["status"]
-    params["timing_contended"] = bool(metrics.get("timing_contended"))
+    for flag in figures.FLAGS:
+        params[flag] = bool(metrics.get(flag))
     for summary in hparams(params, final):
         writer.file_writer.add_summary(summary)
     for tag, value in final.items():

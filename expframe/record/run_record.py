@@ -9,8 +9,9 @@ TASK_KEYS = ("class_names", "positive", "class_weights", "val_confusion", "test_
 
 def run_record(status: str, summary: dict, error: str | None = None, **about: object) -> dict:
     """metrics.json: one schema for every run, finished or failed (what is unknown is null)."""
-    keys = ("timing_contended", "peak_rss_scope", "init_hash", "seed", "device", "precision")
-    keys += ("torch_threads", "threads_from", "energy_method", "energy_sources")
+    keys = (*figures.FLAGS, "peak_rss_scope", "init_hash", "seed", "device", "precision")
+    keys += ("torch_threads", "threads_from", "other_cores_at_start", "energy_method", "energy_attribution")
+    keys += ("energy_sources",)
     return {
         "status": status,
         "error": error,

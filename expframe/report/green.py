@@ -16,6 +16,8 @@ def energy_footnote(df) -> str:
         "metered": "metered (the CPU's RAPL counter, NVML on a GPU; RAM from its size)",
     }
     text = "energy: " + "; ".join(f"{how[m]} ({(measured['energy_method'] == m).sum()} runs)" for m in methods)
+    if "energy_attribution" in measured and (measured["energy_attribution"] == "cpu_time").any():
+        text += "; attributed to each run's own work (its CPU seconds x one core's power, RAM for the time it computed)"
     grids = ", ".join(f"{v:g}" for v in intensities)
     scope = "training and evaluation phases only, not start-up"
     return f"{text}; {scope}; CO2eq at {grids} gCO2eq/kWh (docs/energy.md)."
@@ -34,6 +36,7 @@ def early_stopping_savings(df, keys: list[str]) -> str:
         means[tuple(config[k] for k in others), config[PATIENCE]] = {
             **runs[["epochs_run", "energy_kwh", "test_acc"]].mean().to_dict(),
             "n": len(runs),
+            "left_out": int(runs["energy_unreliable"].sum()) if "energy_unreliable" in runs else 0,
         }
     lines = []
     for (rest, patience), on in means.items():
@@ -46,7 +49,7 @@ def early_stopping_savings(df, keys: list[str]) -> str:
             patience,
             f"{off['epochs_run']:.1f} → {on['epochs_run']:.1f}",
             f"{_kwh(off['energy_kwh'])} → {_kwh(on['energy_kwh'])}",
-            "–" if saved is None or saved != saved else f"{saved:.0%}",
+            _saved(saved, off["left_out"] + on["left_out"]),
             f"{off['test_acc']:.4f} → {on['test_acc']:.4f} ({on['test_acc'] - off['test_acc']:+.4f})",
             f"{off['n']} / {on['n']}",
         ]
@@ -59,6 +62,13 @@ def early_stopping_savings(df, keys: list[str]) -> str:
         "Early stopping against the same configuration without it (without → with, means over ok runs):\n\n"
         + "\n".join(table)
     )
+
+
+def _saved(saved: float | None, left_out: int) -> str:
+    """The saving, or why there is none: energy left out as unreliable (docs/shared-machines.md)."""
+    if saved is None or saved != saved:
+        return f"– ({left_out} run(s) left out as unreliable)" if left_out else "–"
+    return f"{saved:.0%}" + (f" ({left_out} run(s) left out as unreliable)" if left_out else "")
 
 
 def _kwh(value: float) -> str:

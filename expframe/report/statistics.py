@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from expframe.record import catalogue as figures
-from expframe.report.format import as_text, number_format
+from expframe.report.format import as_text, number
 
 ALPHA = 0.05
 MAX_SEEDS = 10_000
@@ -47,9 +47,10 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def _values(runs, figure: str) -> tuple[dict, int]:
-    """{seed: value} of the runs that count for this figure, and how many were left out (contended)."""
-    speed = figures.figure(figure).speed
-    kept = runs[~runs["contended"]] if speed else runs
+    """{seed: value} of the runs that count for this figure, and how many were left out (its
+    estimator could not hold: the figure's flag)."""
+    flag = figures.figure(figure).flag
+    kept = runs[~runs[flag].astype(bool)] if flag else runs
     values = {seed: v for seed, v in zip(kept["seed"], kept[figure], strict=True) if v == v}
     return values, len(runs) - len(kept)
 
@@ -164,19 +165,19 @@ def main_effects(ok, keys: list[str], figure: str) -> list[str]:
     with Welch's interval; and a note where a key's effect changes sign with another key's level."""
     from scipy import stats  # 0.5 s to import: only when a table has a comparison
 
-    spec = number_format(ok[figure].dropna())  # the table's format for this figure
     lines = []
     for key in keys:
         levels = list(dict.fromkeys(ok[key].astype(str)))
         if len(levels) < 2:
             continue
         values = {lv: ok[ok[key].astype(str) == lv][figure].dropna().to_numpy() for lv in levels}
-        parts = [f"{lv} {values[lv].mean():{spec}}" for lv in levels]
+        parts = [f"{lv} {number(values[lv].mean())}" for lv in levels]
         for lv in levels[1:]:
             a, b = values[lv], values[levels[0]]
             if len(a) >= 2 and len(b) >= 2:
                 ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(1 - ALPHA)
-                delta = f"{a.mean() - b.mean():+{spec}} [{ci.low:+{spec}}, {ci.high:+{spec}}]"
+                low, high = number(ci.low, sign=True), number(ci.high, sign=True)
+                delta = f"{number(a.mean() - b.mean(), sign=True)} [{low}, {high}]"
                 parts.append(f"{lv} - {levels[0]} = {delta}")
         lines.append(f"main effect of {key} on {figure}: " + "; ".join(parts))
         for other in keys:
@@ -200,6 +201,11 @@ def find_baseline(ok, keys: list[str], wanted: dict[str, object]) -> tuple[tuple
     """The one configuration whose keys hold `wanted`'s values (an Optuna trial number is not part
     of what is compared), and a line that names it or says why there is none."""
     compared = [k for k in keys if k != "trial"]
+    if not compared:
+        return (
+            None,
+            "no baseline: nothing differs between these runs (one configuration), so there is nothing to compare",
+        )
     missing = [k for k in compared if k not in wanted]
     if missing:
         return None, f"no baseline: {', '.join(missing)} has no default value to compare with; use --baseline"
@@ -215,12 +221,13 @@ def find_baseline(ok, keys: list[str], wanted: dict[str, object]) -> tuple[tuple
     return matches[0], "baseline: " + ", ".join(f"{k}={v}" for k, v in zip(keys, matches[0], strict=True))
 
 
-def _cell(row: Delta, spec: str) -> tuple[str, str]:
-    mean = "–" if row.mean is None else f"{row.mean:{spec}}"
+def _cell(row: Delta) -> tuple[str, str]:
+    mean = "–" if row.mean is None else number(row.mean)
     if row.delta is None:
         return mean, row.verdict
     marker = "P" if row.test == "paired" else "W"
-    interval = f"{row.delta:+{spec}} [{row.low:+{spec}}, {row.high:+{spec}}] {marker}"
+    low, high = number(row.low, sign=True), number(row.high, sign=True)
+    interval = f"{number(row.delta, sign=True)} [{low}, {high}] {marker}"
     return mean, f"{interval}: {row.verdict}"
 
 
@@ -241,8 +248,7 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
         row["failed"] = str(status.get(cfg, {}).get("failed", 0))
         row["diverged"] = str(status.get(cfg, {}).get("diverged", 0))
         for f in shown:
-            spec = number_format([r.mean for r in results[f] if r.mean is not None])
-            row[f], row[f"Δ {f} [95%]"] = _cell(results[f][i], spec)
+            row[f], row[f"Δ {f} [95%]"] = _cell(results[f][i])
         rows.append(row)
     import pandas as pd
 
@@ -254,7 +260,10 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
     )
     left_out = {f: sum(r.left_out for r in results[f]) for f in shown}
     if any(left_out.values()):
-        markdown += "\n\nLeft out as contended: " + ", ".join(f"{n} run(s) of {f}" for f, n in left_out.items() if n)
+        markdown += (
+            "\n\nLeft out as unreliable (their estimator could not hold; docs/shared-machines.md): "
+            + ", ".join(f"{n} run(s) of {f}" for f, n in left_out.items() if n)
+        )
     for f in shown:
         sd = pooled_sd(ok, keys, f)
         size = resolve if figures.figure(f).unit == "" and f.endswith("acc") else None
@@ -263,9 +272,14 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
             size = 0.1 * abs(base_mean) if base_mean else None
         needed = seeds_needed(sd, size) if size else None
         if needed:
-            what = f"{size * 100:g} point(s)" if f.endswith("acc") else f"{size:.3g} (10% of the baseline)"
-            markdown += f"\n\nseeds needed to resolve {what} of {f} at this spread (sd {sd:.3g}, 80% power): {needed}"
-    if len(keys) >= 2:
+            what = f"{size * 100:g} point(s)" if f.endswith("acc") else f"{number(size, 3)} (10% of the baseline)"
+            markdown += (
+                f"\n\nseeds needed to resolve {what} of {f} at this spread (sd {number(sd, 3)}, 80% power): {needed}"
+            )
+    repeated = ok.groupby([ok[k].astype(str) for k in keys], sort=False).size().min() >= 2 if keys else False
+    if len(keys) >= 2 and not repeated:
+        markdown += "\n\nNo main effects or interactions: each configuration ran once (n=1); repeat seeds to get them."
+    elif len(keys) >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             markdown += "".join(f"\n\n{line}" for line in main_effects(ok, keys, shown[0]))
@@ -301,10 +315,9 @@ def best_table_tex(ok, keys: list[str], shown: list[str]) -> str:
         higher = figures.figure(f).higher_is_better
         best = (max if higher else min)(ranked, key=lambda c: means[c])
         tied = {r.config for r in deltas(ok, keys, f, best) if r.verdict == "no detectable difference"}
-        spec = number_format([means[c] for c in ranked])
         cells = {}
         for c in configs:
-            value = "–" if means.get(c) is None else f"{means[c]:{spec}}"
+            value = "–" if means.get(c) is None else number(means[c])
             cells[c] = f"\\textbf{{{value}}}" if c == best else f"{value}$^\\dagger$" if c in tied else value
         columns[_tex(f)] = cells
     rows = [

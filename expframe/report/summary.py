@@ -21,7 +21,7 @@ from expframe.record import catalogue as figures
 from expframe.record.atomic import write_atomic
 from expframe.record.files import CONFIG_FILE, HISTORY_FILE, HYDRA_DIR, METRICS_FILE, MULTIRUN_FILE
 from expframe.report.deploy_table import deploy_table, write_deploy_figure
-from expframe.report.format import ABSENT, as_text, number_format, plus_minus
+from expframe.report.format import ABSENT, as_text, number, plus_minus
 from expframe.report.green import early_stopping_savings, energy_footnote
 from expframe.report.statistics import ablation_tables, best_table_tex
 
@@ -186,8 +186,11 @@ def runs_table(runs: list[dict]):
         config_keys.update(dict.fromkeys(config))
         choices.update(m.get("choices") or {})
         row = {"status": m.get("status"), **{k: m.get(k) for k in summary}, "run_dir": m["run_dir"]}
-        row["contended"] = bool(m.get("timing_contended"))
+        for flag in figures.FLAGS:  # a folder from before the flags: its timing_contended
+            row[flag] = bool(m[flag]) if flag in m else bool(m.get(figures.LEGACY_FLAG))
+        row["unreliable"] = row[figures.SPEED] or row[figures.ENERGY]
         row["energy_method"] = m.get("energy_method")
+        row["energy_attribution"] = m.get("energy_attribution")
         row["cv_folds"] = m.get("cv_folds")
         row.update({f"{k}_fold_std": m.get(f"{k}_std") for k in summary})
         job = Path(m["run_dir"]).name.split("_", 1)[0]
@@ -205,6 +208,17 @@ def runs_table(runs: list[dict]):
     df.attrs["config_keys"] = list(config_keys)
     df.attrs["choices"] = sorted(choices)
     return df
+
+
+def reliable_values(df):
+    """The table with every flagged value blanked (NaN): a figure whose estimator could not hold in a
+    run is left out of that run's means, the figures, best.tex's bold and the deltas; the rest of the
+    run counts. summary.csv keeps the values as measured, with the flags beside them."""
+    out = df.copy()
+    for f in figures.in_summary():
+        if f.flag and f.name in out:
+            out.loc[out[f.flag], [f.name, f"{f.name}_fold_std"]] = float("nan")
+    return out
 
 
 def _determined_by(df, group: str, key: str) -> bool:
@@ -246,8 +260,8 @@ def optuna_best(paths: list[Path], df) -> list[str]:
                     match = match[match[key].astype(str) == str(value)]
             trials = sorted({int(t) for t in match.get("trial", []) if str(t).isdigit()})
             where = f"trial {', '.join(map(str, trials))}" if trials else "a trial outside these folders"
-            params = ", ".join(f"{k}={v}" for k, v in solution["params"].items())
-            values = ", ".join(f"{v:.4g}" for v in solution["values"])
+            params = ", ".join(f"{k}={_short(v)}" for k, v in solution["params"].items())
+            values = ", ".join(number(v) for v in solution["values"])
             found.append(f"{where}: value {values} ({params})")
         lines.append(f"{title} ({path}):\n\n" + "\n".join(f"- {line}" for line in found))
     return lines
@@ -260,7 +274,8 @@ def grouped(df, by: list[str], metrics: list[str]):
     groups = frame.groupby(keys, sort=False, dropna=False)
     stats = groups[metrics].agg(["mean", "std"])
     out = groups.size().rename("n").to_frame()
-    out["contended"] = groups["contended"].sum().astype(int)
+    out["busy"] = groups["machine_busy"].sum().astype(int)
+    out["unreliable"] = groups["unreliable"].sum().astype(int)
     # a single cross-validated run: its spread is over its folds (n = folds), not over seeds
     folds = groups["cv_folds"].max().fillna(0).astype(int)
     single_cv = (out["n"] == 1) & (folds > 0)
@@ -269,8 +284,7 @@ def grouped(df, by: list[str], metrics: list[str]):
         out[f"{metric}_std"] = stats[(metric, "std")].fillna(0.0)
         fold_std = groups[f"{metric}_fold_std"].first()
         out.loc[single_cv, f"{metric}_std"] = fold_std[single_cv].fillna(0.0)
-        spec = number_format(out[f"{metric}_mean"])
-        out[metric] = [plus_minus(m, s, spec) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
+        out[metric] = [plus_minus(m, s) for m, s in zip(out[f"{metric}_mean"], out[f"{metric}_std"], strict=True)]
     out["n"] = [
         f"{k} folds" if one else f"{n} seeds x {k} folds" if k else str(n)
         for n, k, one in zip(out["n"], folds, single_cv, strict=True)
@@ -293,12 +307,27 @@ def _min_max(values):
     return values.min(), values.max()
 
 
+# the widest line of a label on a figure; a longer one wraps after a comma, never cut
+LABEL_WIDTH = 40
+
+
 def short_label(run, by: list[str]) -> str:
     """The shortest name that tells runs apart: the trial number in an Optuna sweep, else the keys,
-    floats to 3 significant digits."""
+    floats to 3 significant digits, wrapped at LABEL_WIDTH characters."""
     if "trial" in by:
         return f"trial {run['trial']}"
-    return ", ".join(f"{k}={_short(run[k])}" for k in by) or "all"
+    return wrapped([f"{k}={_short(run[k])}" for k in by]) or "all"
+
+
+def wrapped(parts: list[str]) -> str:
+    """`a=1, b=2, c=3` on lines of at most LABEL_WIDTH characters, broken between parts."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 2 + len(part) <= LABEL_WIDTH:
+            lines[-1] += f", {part}"
+        else:
+            lines.append(part)
+    return ",\n".join(lines)
 
 
 def _short(value: object) -> str:
@@ -426,8 +455,9 @@ def _tradeoff(data, cost: str, gain: str, path: Path, plt, sns) -> Path:
             label=variant,
             capsize=2,
         )
-    fx, fy = [points[i][1] for i in front], [points[i][0] for i in front]
-    ax.plot(fx, fy, "k--", lw=1, drawstyle="steps-post", label="Pareto front (of the means)")
+    if len(front) >= 2:  # a front of one point is that point: no line, so no legend entry
+        fx, fy = [points[i][1] for i in front], [points[i][0] for i in front]
+        ax.plot(fx, fy, "k--", lw=1, drawstyle="steps-post", label="Pareto front (of the means)")
     ax.set_xlabel(
         axis_label(cost) + (" (estimated)" if _estimated(data) and figures.figure(cost).unit == "kWh" else "")
     )
@@ -442,8 +472,7 @@ def _estimated(df) -> bool:
 
 
 def axis_label(name: str) -> str:
-    f = figures.figure(name)
-    return f"{f.label} ({f.unit})" if f.unit else f.label
+    return figures.figure(name).heading
 
 
 def write_forest(results: dict, keys: list[str], path: Path) -> Path:
@@ -453,33 +482,49 @@ def write_forest(results: dict, keys: list[str], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    # every panel has the same rows (the configurations compared in any of them), labelled once
+    compared = list(dict.fromkeys(r.config for rows in results.values() for r in rows if r.delta is not None))
+    labels = [wrapped([f"{k}={_short(v)}" for k, v in zip(keys, c, strict=True)]) for c in compared]
+    label_lines = max((label.count("\n") + 1 for label in labels), default=1)
+    label_inches = 0.075 * max((len(line) for label in labels for line in label.split("\n")), default=10)
     fig, axes = plt.subplots(
         1,
         len(results),
-        figsize=(4.2 * len(results), 0.45 * len(next(iter(results.values()))) + 1.6),
+        figsize=(label_inches + 3.2 * len(results), 0.3 * label_lines * max(1, len(compared)) + 1.4),
         layout="constrained",
+        squeeze=False,
     )
-    panels = list(np.atleast_1d(axes))
+    panels = list(axes[0])
     for ax, (figure, rows) in zip(panels, results.items(), strict=True):
-        tested = [r for r in rows if r.delta is not None]
-        labels = [", ".join(f"{k}={v}" for k, v in zip(keys, r.config, strict=True)) for r in tested]
-        ys = range(len(tested))
+        tested = {r.config: r for r in rows if r.delta is not None}
+        ys = [i for i, c in enumerate(compared) if c in tested]
+        shown = [tested[c] for c in compared if c in tested]
+        ax.set_title(f"Δ {axis_label(figure)}", fontsize=9)
+        ax.set_yticks(range(len(compared)), labels if ax is panels[0] else [""] * len(compared), fontsize=8)
+        ax.set_ylim(len(compared) - 0.5, -0.5)
+        if not shown:  # say why the panel is empty rather than leave it blank
+            ax.text(0.5, 0.5, empty_panel_note(rows), ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.set_xticks([])
+            continue
         ax.errorbar(
-            [r.delta for r in tested],
-            list(ys),
-            xerr=[[r.delta - r.low for r in tested], [r.high - r.delta for r in tested]],
+            [r.delta for r in shown],
+            ys,
+            xerr=[[r.delta - r.low for r in shown], [r.high - r.delta for r in shown]],
             fmt="o",
             capsize=3,
         )
         ax.axvline(0, color="k", lw=1)
-        ax.set_yticks(list(ys), labels if ax is panels[0] else [""] * len(tested), fontsize=8)
-        ax.set_title(f"Δ {axis_label(figure)}", fontsize=9)
-        ax.invert_yaxis()
     fig.suptitle("each configuration minus the baseline, 95% interval")
     return _save(fig, path, plt)
+
+
+def empty_panel_note(rows: list) -> str:
+    """Why a figure has no interval to draw: its values were left out, or too few seeds ran."""
+    if any(r.left_out for r in rows):
+        return "no interval:\nvalues left out\nas unreliable"
+    return "no interval:\nfewer than 2 seeds\nper configuration"
 
 
 def _loss_curves(data) -> list[dict]:
@@ -554,22 +599,30 @@ def report(
         values = sorted({as_text(v) for v in df[key]})
         if as_text(value) not in values:
             raise SystemExit(f"error: --baseline {key}={value}: no run has it; {key} is one of {', '.join(values)}")
+    measured, df = df, reliable_values(df)
     table = grouped(df, keys, chosen)
     if sort:
         column = f"{sort}_mean" if f"{sort}_mean" in table.columns else sort
         lower_first = sort in known and figures.figure(sort).higher_is_better is False
         table = table.sort_values(column, ascending=lower_first)
-    flagged = int(table["contended"].sum())
-    shown = table[[*keys, "status", "n", *(["contended"] if flagged else []), *chosen]]
+    busy, flagged = int(table["busy"].sum()), int(table["unreliable"].sum())
+    flags = [c for c, n in (("busy", busy), ("unreliable", flagged)) if n]
+    shown = table[[*keys, "status", "n", *flags, *chosen]]
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "summary.csv", df.sort_values("run_dir").to_csv(index=False))
+    write_atomic(out / "summary.csv", measured.sort_values("run_dir").to_csv(index=False))
     markdown = shown.to_markdown(index=False, disable_numparse=True)
-    note = (
-        f"contended: {flagged} run(s) timed while other processes used the CPUs; their speed figures are "
-        "unreliable (docs/shared-machines.md)"
-    )
+    notes = []
+    if busy:
+        notes.append(
+            f"busy: {busy} run(s) ran while other processes used the CPUs they left idle; their figures held "
+            "and are counted"
+        )
     if flagged:
-        markdown += f"\n\n{note}."
+        notes.append(
+            f"unreliable: {flagged} run(s) with a speed or energy figure whose estimator could not hold; those "
+            "values are left out of the means, deltas and figures (docs/shared-machines.md)"
+        )
+    markdown += "".join(f"\n\n{note}." for note in notes)
     if df["cv_folds"].notna().any():
         markdown += (
             "\n\ncross-validated rows: one seed shows the mean ± sd over its folds (n = folds); repeated "
@@ -608,7 +661,7 @@ def report(
         log.warning("replacing the report in %s, whose content differs", out)
     write_atomic(out / "summary.md", markdown + "\n")
     latex = shown.to_latex(index=False, escape=True)
-    comments = [note] if flagged else []
+    comments = list(notes)
     comments += [footnote] if footnote else []
     write_atomic(out / "summary.tex", latex + "".join(f"% {line}\n" for line in comments))
     if plots:

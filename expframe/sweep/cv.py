@@ -75,8 +75,9 @@ def aggregate(fold_metrics: list[dict], k: int) -> dict:
     out["time_breakdown"] = {
         key: sum(b.get(key) or 0.0 for b in buckets) for key in dict.fromkeys(k for b in buckets for k in b)
     }
-    # the job's timing is contended when any fold's was; the load, the highest any fold saw
-    out["timing_contended"] = any(bool(m.get("timing_contended")) for m in fold_metrics)
+    # a flag of the job is raised when any fold's was; the load, the highest any fold saw
+    for flag in figures.FLAGS:
+        out[flag] = any(bool(m.get(flag)) for m in fold_metrics)
     loads = [m["other_cpu_load"] for m in fold_metrics if isinstance(m.get("other_cpu_load"), int | float)]
     out["other_cpu_load"] = max(loads) if loads else None
     out["cv_folds"] = k

@@ -31,14 +31,15 @@ def group_choices(hydra_cfg: DictConfig) -> dict[str, str | None]:
 
 
 def objective(metrics: dict, names: str | ListConfig) -> float | list[float]:
-    """NaN for a missing figure, or a speed figure measured while other processes took the CPUs:
-    Optuna records the trial as failed (rather than ranking a false value) and the study goes on."""
+    """NaN for a missing figure, or one whose estimator could not hold (its flag; a busy machine
+    alone is not a reason): Optuna records the trial as failed (rather than ranking a false value)
+    and the study goes on."""
     keys = list(names) if isinstance(names, ListConfig) else [names]
     values = []
     for key in keys:
-        unreliable = metrics.get("timing_contended") and figures.figure(key).speed
+        unreliable = figures.unreliable(figures.figure(key), metrics)
         if unreliable:
-            log.warning("objective %s is NaN: the timing was contended by other processes", key)
+            log.warning("objective %s is NaN: %s", key, figures.FLAGS[figures.figure(key).flag])
         values.append(float("nan") if metrics.get(key) is None or unreliable else float(metrics[key]))
     return values if isinstance(names, ListConfig) else values[0]
 

@@ -7,17 +7,20 @@ generator, CUDA's, the batch-order generator, Python's and NumPy's).
 """
 
 import io
+import logging
 import pickle
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from expframe.errors import ConfigError, short_reason
 from expframe.record.atomic import write_atomic
 from expframe.record.files import CHECKPOINT_FILE, HYDRA_DIR
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 # keys that may differ between a run and its resumption
@@ -75,6 +78,10 @@ def load(path: Path) -> dict:
     return state
 
 
+# keys added after some checkpoints were written, with the value that reproduces how such a run ran
+ADDED_SINCE = {"energy": {"attribution": "machine"}}
+
+
 def differing_keys(saved: dict, cfg: DictConfig) -> list[str]:
     """Dotted keys whose values differ between the checkpoint's config and this one (epochs and resume
     may change)."""
@@ -86,6 +93,9 @@ def differing_keys(saved: dict, cfg: DictConfig) -> list[str]:
         return {prefix[:-1]: node}
 
     before, after = flat(saved), flat(now)
+    for group, keys in ADDED_SINCE.items():  # a checkpoint from before the key ran with its old value
+        for key, value in keys.items():
+            before.setdefault(f"{group}.{key}", value)
     return sorted(k for k in before.keys() | after.keys() if k not in MAY_CHANGE and before.get(k) != after.get(k))
 
 
@@ -95,8 +105,16 @@ def task_items(cfg: DictConfig) -> list[tuple[str, object]]:
 
 
 def check_resumable(cfg: DictConfig) -> dict:
-    """The checkpoint of `resume`, when this config may continue it; one ConfigError otherwise."""
+    """The checkpoint of `resume`, when this config may continue it; one ConfigError otherwise. A
+    checkpoint from before a key in ADDED_SINCE continues as it ran: that key takes its old value."""
     state = load(Path(cfg.resume) / CHECKPOINT_FILE)
+    for group, keys in ADDED_SINCE.items():
+        saved = state["config"].get(group)
+        for key, value in keys.items():
+            if isinstance(saved, dict) and key not in saved and cfg[group][key] != value:
+                log.info("resume: %s.%s=%s, as the run was written before the key existed", group, key, value)
+                with open_dict(cfg):
+                    cfg[group][key] = value
     differ = differing_keys(state["config"], cfg)
     if differ:
         raise ConfigError("resume", cfg.resume, f"was trained with other values of {', '.join(differ)}")

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from expframe.data.device_data import DeviceData
-from expframe.measure.clocks import CpuWindow, StepClock, Window, share, step_stats
+from expframe.measure.clocks import CpuWindow, StepClock, Window, clean_median_ms, share, step_stats
 from expframe.measure.energy import EnergyMeter
 from expframe.measure.memory import ActivationProbe, PeakMemory, model_state_bytes
 from expframe.measure.scoring import accuracy, evaluate, task_figures
@@ -83,6 +83,7 @@ class Fitted:
     status: str = "ok"
     eval_time_s: float = 0.0
     steady_step_ms: list[float] = field(default_factory=list)
+    steady_clean: list[bool] = field(default_factory=list)
     steady_windows: list[Window] = field(default_factory=list)
     samples_per_epoch: int = 0
     first_step_at: float | None = None
@@ -152,7 +153,10 @@ def one_epoch(
         eval_time = time.perf_counter() - start
     if run.scheduler is not None:
         run.scheduler.step()
-    step_ms = run.clock.step_ms()
+    step_ms, clean = run.clock.step_ms(), run.clock.clean()
+    median, _ = clean_median_ms(step_ms, clean)
+    # the epoch's robust time, as the run's: its steps x the median of its clean steps
+    robust = len(step_ms) * median / 1000 if median else None
     return {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -162,8 +166,9 @@ def one_epoch(
         **scores,
         "val_confusion": val_confusion,
         "lr": lr,
-        "epoch_time_s": epoch_time,
-        "samples_per_s": len(targets) / epoch_time,
+        "epoch_time_s": robust,
+        "epoch_wall_s": epoch_time,
+        "samples_per_s": len(targets) / robust if robust else None,
         **step_stats(step_ms),
         **share([cpu], run.threads),
         **run.memory.read(),
@@ -171,6 +176,7 @@ def one_epoch(
         "epoch_eval_energy_kwh": meter.energy(f"val_epoch_{epoch}"),
         "eval_time_s": eval_time,
         "step_ms": step_ms,
+        "clean": clean,
         "window": cpu,
         "samples": len(targets),
     }
@@ -201,8 +207,9 @@ def fit(run: Run, recorder: Recorder, meter: EnergyMeter, resumed: dict | None =
                 out.model_state_bytes = model_state_bytes(run.net, run.optimizer)
                 out.activation_bytes = None if probe is None else probe.bytes
             if epoch == first + 1:  # a process's first epoch counts alone only when it is the only one
-                out.steady_step_ms, out.steady_windows = [], []
+                out.steady_step_ms, out.steady_clean, out.steady_windows = [], [], []
             out.steady_step_ms += computed["step_ms"]
+            out.steady_clean += computed["clean"]
             out.steady_windows.append(computed["window"])
             out.samples_per_epoch = computed["samples"]
             out.eval_time_s += computed["eval_time_s"]

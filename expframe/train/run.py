@@ -14,8 +14,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from expframe.measure.clocks import contended, speed_summary
-from expframe.measure.energy import EnergyMeter
+from expframe.measure.clocks import MachineLoad, machine_busy, speed_summary
+from expframe.measure.energy import EnergyMeter, energy_unreliable
 from expframe.measure.memory import environment, process_age_s
 from expframe.measure.scoring import evaluate, task_figures
 from expframe.models.init import initialised_layers
@@ -105,10 +105,21 @@ def train(
     started = time.perf_counter() if started is None else started
     _jobs_in_process += 1
     first_job = _jobs_in_process == 1
+    load = MachineLoad().start()
     device = resolve_device(cfg.device)
-    threads, threads_from = apply_threads(cfg.device.threads, launcher_threads)
     resumed = checkpoint.check_resumable(cfg) if cfg.get("resume") else None
-    run = setup(cfg, device, threads, out_dir, split)
+    run = setup(cfg, device, out_dir, split)
+    cpus = os.cpu_count() or 1
+    free, others = load.free_cores(cpus)
+    threads, threads_from = apply_threads(cfg.device.threads, launcher_threads, free)
+    run.threads = threads
+    log.info(
+        "torch threads: %d (%s; %s of %d cores busy with other processes at start)",
+        threads,
+        threads_from,
+        "unknown" if others is None else f"{others:.1f}",
+        cpus,
+    )
     if resumed is not None:
         restore(run, resumed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +128,7 @@ def train(
     layers = initialised_layers(run.net)
     recorder = Recorder(cfg.logging, out_dir, run.net, run.val_x[:2], shown, about, layers, hparams=split is None)
     with recorder:
-        with EnergyMeter(cfg.energy, out_dir / EMISSIONS_FILE) as meter:
+        with EnergyMeter(cfg.energy, out_dir / EMISSIONS_FILE, threads) as meter:
             fitted = fit(run, recorder, meter, resumed)
             test_acc, eval_time = None, fitted.eval_time_s
             test_scores, test_confusion = {k: None for k in figures.test_task_figures()}, None
@@ -131,12 +142,15 @@ def train(
         energy = meter.figures()
         peaks = run.memory.read()
         speed = speed_summary(
-            [row["epoch_time_s"] for row in fitted.history],
+            # a checkpoint from before epoch_wall_s has the wall time under epoch_time_s
+            [row.get("epoch_wall_s", row["epoch_time_s"]) for row in fitted.history],
             fitted.steady_step_ms,
+            fitted.steady_clean,
             fitted.steady_windows,
             fitted.samples_per_epoch,
             threads,
         )
+        busy = machine_busy(speed["other_cpu_load"], threads, cpus)
         state, activations = fitted.model_state_bytes, fitted.activation_bytes
         computed = {
             **speed,
@@ -169,7 +183,11 @@ def train(
         metrics = run_record(
             fitted.status,
             figures.summarise(fitted.history, computed),
-            timing_contended=contended(speed["other_cpu_load"], threads, os.cpu_count() or 1),
+            machine_busy=busy,
+            speed_unreliable=speed["speed_unreliable"],
+            energy_unreliable=energy_unreliable(
+                cfg.energy.attribution, bool(meter.phases), busy, speed["speed_unreliable"], threads
+            ),
             peak_rss_scope=peaks["peak_rss_scope"],
             init_hash=run.init_hash,
             seed=cfg.seed,
@@ -177,7 +195,9 @@ def train(
             precision=cfg.precision.name,
             torch_threads=threads,
             threads_from=threads_from,
+            other_cores_at_start=others,
             energy_method=energy["energy_method"],
+            energy_attribution=energy["energy_attribution"],
             energy_sources=energy["energy_sources"],
             model_file=MODEL_FILE if saved else None,
             swept=swept or {},

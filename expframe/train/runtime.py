@@ -69,19 +69,26 @@ def check_precision(precision: DictConfig, device: torch.device) -> None:
         )
 
 
-def apply_threads(requested: int | None, launcher_share: int | None) -> tuple[int, str]:
+# torch's own choice (the process's cores), read before any job changes it
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def apply_threads(requested: int | None, launcher_share: int | None, free: int | None) -> tuple[int, str]:
     """The one place that decides a run's torch thread count; returns it and where it came from.
 
-    `device.threads` wins; else the launcher's share of the cores (parallel jobs must not each run
-    all-core thread pools); else torch's default. The job restores the previous count afterwards.
+    `device.threads` wins; else the cores other processes left free when the run started (`free`,
+    at least one), capped by the launcher's share (parallel jobs must not each run all-core pools)
+    or, without a launcher, torch's default. A thread pool wider than the free cores waits on cores
+    it does not get: beside busy processes it runs 5-30x slower (docs/shared-machines.md). The job
+    restores the previous count afterwards.
     """
     if requested:
         torch.set_num_threads(requested)
         return requested, "device.threads"
-    if launcher_share:
-        torch.set_num_threads(launcher_share)
-        return launcher_share, "launcher"
-    return torch.get_num_threads(), "torch default"
+    cap, source = (launcher_share, "launcher share") if launcher_share else (TORCH_DEFAULT_THREADS, "torch default")
+    threads = cap if free is None else max(1, min(cap, free))
+    torch.set_num_threads(threads)
+    return threads, source if threads == cap else "free cores"
 
 
 def seed_everything(seed: int) -> None:

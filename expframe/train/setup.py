@@ -52,7 +52,7 @@ def build_optimizer(optimizer: DictConfig, model: nn.Module, capturable: bool) -
     return factory(params)
 
 
-def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, split: Split | None = None) -> Run:
+def setup(cfg: DictConfig, device: torch.device, out_dir: Path, split: Split | None = None) -> Run:
     """The peak-memory window opens before the data load: the data are part of what a run costs.
     `split`: (train, validation) indices into the training set, a cross-validation fold; by default
     the seeded `dataset.val_fraction` split."""
@@ -123,7 +123,7 @@ def setup(cfg: DictConfig, device: torch.device, threads: int, out_dir: Path, sp
         memory=memory,
         init_hash=init_hash,
         clock=StepClock(device),
-        threads=threads,
+        threads=torch.get_num_threads(),  # the run sets its own once it has read the machine's load
         scaler=scaler,
         batch_order=torch.Generator().manual_seed(cfg.seed),
         out_dir=out_dir,
