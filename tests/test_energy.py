@@ -66,9 +66,10 @@ def test_an_estimate_is_labelled_as_one(energy_run):
 
 
 def test_codecarbon_writes_its_csv_files_into_the_run_folder(energy_run):
+    """CodeCarbon's files hold what it measured; metrics.json says so beside the run's own share."""
     out, m, _ = energy_run
     total = rows(out / EMISSIONS_FILE)
-    assert len(total) == 1 and float(total[0]["energy_consumed"]) == pytest.approx(m["energy_kwh"])
+    assert len(total) == 1 and float(total[0]["energy_consumed"]) == pytest.approx(m["energy_measured_kwh"])
     assert total[0]["country_iso_code"] == "FRA"
     (phases,) = out.glob("emissions_base_*.csv")
     tasks = {r["task_name"]: r for r in rows(phases)}
@@ -76,12 +77,41 @@ def test_codecarbon_writes_its_csv_files_into_the_run_folder(energy_run):
         "val_epoch_3",
         "test",
     }
-    assert sum(float(r["energy_consumed"]) for r in tasks.values()) == pytest.approx(m["energy_kwh"])
+    assert sum(float(r["energy_consumed"]) for r in tasks.values()) == pytest.approx(m["energy_measured_kwh"])
     for r, epoch in zip(rows(out / "history.csv"), (1, 2, 3), strict=True):
         phase = tasks[f"train_epoch_{epoch}"]
-        assert float(phase["energy_consumed"]) == pytest.approx(float(r["epoch_energy_kwh"]))
         # the phase encloses the epoch clock, and the meter's own start and stop stay outside it
-        assert float(phase["duration"]) >= float(r["epoch_time_s"])
+        assert float(phase["duration"]) >= float(r["epoch_wall_s"])
+
+
+def test_machine_attribution_reports_what_codecarbon_measured(tmp_path):
+    m = trained(make_cfg("dataset=digits", "epochs=2", "energy.attribution=machine"), tmp_path)
+    phases = {r["task_name"]: r for r in rows(next(tmp_path.glob("emissions_base_*.csv")))}
+    history = rows(tmp_path / "history.csv")
+    assert m["energy_attribution"] == "machine" and m["energy_kwh"] == pytest.approx(m["energy_measured_kwh"])
+    for r in history:
+        assert float(r["epoch_energy_kwh"]) == pytest.approx(
+            float(phases[f"train_epoch_{r['epoch']}"]["energy_consumed"])
+        )
+
+
+def test_cpu_time_attribution_charges_the_run_for_its_own_work():
+    """A busy machine stretches the wall time and CodeCarbon's machine figure; the run's CPU seconds
+    (and the RAM for the time it computed) are what it is charged for."""
+    machine = energy.Phase(energy_kwh=3e-6, cpu_kwh=1e-6, ram_kwh=2e-6, gpu_kwh=0.0, emissions_kg=3e-8, duration_s=3.0)
+    # 1 thread that computed 1 s of a 3 s phase: a 40 W CPU of 4 cores, 10 W a core
+    own = energy.attributed(machine, cpu_s=1.0, machine_busy_s=4.0, threads=1, core_w=10.0)
+    assert own.cpu_kwh == pytest.approx(10.0 / energy.KWH_TO_J)
+    assert own.ram_kwh == pytest.approx(2e-6 / 3) and own.duration_s == 1.0
+    assert own.energy_kwh == pytest.approx(own.cpu_kwh + own.ram_kwh)
+    assert own.emissions_kg / own.energy_kwh == pytest.approx(machine.emissions_kg / machine.energy_kwh)
+    # a counter (RAPL) measured the CPU: the run's share of the machine's busy CPU time
+    metered = energy.attributed(machine, cpu_s=1.0, machine_busy_s=4.0, threads=1, core_w=None)
+    assert metered.cpu_kwh == pytest.approx(1e-6 / 4)
+    assert not energy.energy_unreliable("cpu_time", True, machine_busy=True, speed_unreliable=False, threads=1)
+    assert energy.energy_unreliable("cpu_time", True, machine_busy=True, speed_unreliable=True, threads=2)
+    assert energy.energy_unreliable("machine", True, machine_busy=True, speed_unreliable=False, threads=1)
+    assert not energy.energy_unreliable("machine", False, machine_busy=True, speed_unreliable=True, threads=2)
 
 
 def test_tensorboard_has_the_energy_of_every_epoch(energy_run):
@@ -133,6 +163,7 @@ def test_energy_off_runs_no_tracker_and_records_nulls(tmp_path):
         ("energy.country_iso_code=fra", "energy.country_iso_code='fra'"),
         ("energy.tracking_mode=gpu", "energy.tracking_mode='gpu': must be one of machine, process"),
         ("energy.track=maybe", "energy.track='maybe': must be true or false"),
+        ("energy.attribution=wall", "energy.attribution='wall': must be one of cpu_time, machine"),
     ],
 )
 def test_bad_energy_settings_are_one_line_naming_the_key(override, message):

@@ -113,6 +113,13 @@ def warm_up() -> None:
     _warm.start()
 
 
+def warm_up_done() -> None:
+    """Waits for the warm-up's subprocess, whose CPU time would otherwise count as another
+    process's load when the run reads the machine's (it usually ended during the imports)."""
+    if _warm is not None:
+        _warm.join()
+
+
 @dataclass
 class Phase:
     """One measured phase: energy (kWh), CPU and RAM energy (kWh), emissions (kg) and seconds."""
@@ -172,7 +179,8 @@ class EnergyMeter:
     settings: DictConfig
     emissions_file: Path  # CodeCarbon's CSV, in the run's folder (its name: record/files.py)
     threads: int = 1  # the run's torch threads, for the RAM share of CPU-time attribution
-    phases: dict[str, Phase] = field(default_factory=dict)
+    phases: dict[str, Phase] = field(default_factory=dict)  # the run's, as attributed
+    measured: dict[str, Phase] = field(default_factory=dict)  # CodeCarbon's, as in its CSV files
     tracker: Any = None
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -226,6 +234,7 @@ class EnergyMeter:
                     data.emissions,
                     data.duration,
                 )
+                self.measured[name] = measured
                 if self.settings.attribution == "cpu_time":
                     measured = attributed(measured, used.cpu, used.busy, self.threads, self.core_power_w())
                 self.phases[name] = measured
@@ -259,6 +268,8 @@ class EnergyMeter:
             "energy_method": self.method,
             "energy_sources": self.sources or None,
             "energy_attribution": self.settings.attribution if measured else None,
+            # CodeCarbon's own figure for the same phases (emissions.csv): the whole machine's
+            "energy_measured_kwh": sum(p.energy_kwh for p in self.measured.values()) if measured else None,
         }
         if not seconds or not energy:
             return {

@@ -242,6 +242,7 @@ def save_checkpoint(run: Run, epoch: int, fitted: Fitted) -> None:
             "early_stopping": fitted.stopper.state(),
             "rng": checkpoint.rng_state(run.batch_order, None if run.augment is None else run.augment.generator),
             "config": run.config,
+            "threads": run.threads,
         },
     )
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from expframe.measure.clocks import MachineLoad, machine_busy, speed_summary
-from expframe.measure.energy import EnergyMeter, energy_unreliable
+from expframe.measure.energy import EnergyMeter, energy_unreliable, warm_up_done
 from expframe.measure.memory import environment, process_age_s
 from expframe.measure.scoring import evaluate, task_figures
 from expframe.models.init import initialised_layers
@@ -110,8 +110,12 @@ def train(
     resumed = checkpoint.check_resumable(cfg) if cfg.get("resume") else None
     run = setup(cfg, device, out_dir, split)
     cpus = os.cpu_count() or 1
+    warm_up_done()
     free, others = load.free_cores(cpus)
-    threads, threads_from = apply_threads(cfg.device.threads, launcher_threads, free)
+    # a resumed run continues with its thread count: float sums depend on it, and resume is exact
+    kept = resumed.get("threads") if resumed is not None and not cfg.device.threads else None
+    threads, threads_from = apply_threads(kept or cfg.device.threads, launcher_threads, free)
+    threads_from = "checkpoint" if kept else threads_from
     run.threads = threads
     log.info(
         "torch threads: %d (%s; %s of %d cores busy with other processes at start)",
