@@ -162,7 +162,10 @@ def test_a_run_beside_busy_processes_takes_the_free_cores_and_its_figures_hold(t
     # the VM moves 10-40% run to run and a busy sibling core slows a step that kept its own: the
     # benchmark (python -m tests.benchmark --shared-machine) measures the 15% target; this holds it to 50%
     assert loaded["epoch_time_s"] < 1.5 * idle_one["epoch_time_s"]
-    assert loaded["train_time_s"] < 2 * max(idle["train_time_s"], idle_one["train_time_s"])
+    # one thread beside a busy loop per core gets a fair share of a core (2/3 of one on 2 cores): its
+    # wall time is 1.5-2x the same thread's idle (docs/shared-machines.md); with the default's thread
+    # pool on cores it does not get, it was 5-30x
+    assert loaded["train_time_s"] < 2.5 * idle_one["train_time_s"]
 
 
 @needs_cuda

@@ -142,7 +142,7 @@ def share(windows: list[Window], threads: int) -> dict[str, float | None]:
 
 # Other processes' CPU use, in cores, beyond the cores this run left idle, from which the machine
 # counts as busy (docs/shared-machines.md)
-BUSY_CORES = 0.5
+BUSY_CORES = 0.25
 
 
 def machine_busy(other_cpu_load: float | None, threads: int, cpus: int) -> bool:

@@ -117,8 +117,10 @@ def train(
     threads, threads_from = apply_threads(kept or cfg.device.threads, launcher_threads, free)
     threads_from = "checkpoint" if kept else threads_from
     run.threads = threads
-    log.info(
-        "torch threads: %d (%s; %s of %d cores busy with other processes at start)",
+    # said in the log when the machine's load decided it; metrics.json always records it
+    log.log(
+        logging.INFO if threads_from == "free cores" else logging.DEBUG,
+        "torch threads: %d (%s: %s of %d cores busy with other processes at start)",
         threads,
         threads_from,
         "unknown" if others is None else f"{others:.1f}",
