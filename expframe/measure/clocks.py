@@ -89,13 +89,15 @@ def step_stats(step_ms: list[float]) -> dict[str, float | None]:
 
 
 def _machine_ticks() -> tuple[int, int] | None:
-    """(busy, total) ticks of all CPUs since boot; busy leaves out idle and iowait."""
+    """(busy, total) ticks of all CPUs since boot; busy leaves out idle, iowait and `nice` time:
+    processes at a lower priority (the report worker runs at nice 19) yield their core to a run at
+    normal priority, so they do not make the machine busy for it."""
     try:
         fields = [int(v) for v in _STAT.read_text().splitlines()[0].split()[1:]]
     except (OSError, ValueError, IndexError):
         return None
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
-    return total - fields[3] - fields[4], total
+    return total - fields[1] - fields[3] - fields[4], total
 
 
 @dataclass(frozen=True)
