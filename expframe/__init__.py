@@ -52,15 +52,24 @@ def capped_folder_name(name: str, limit: int = FOLDER_NAME_BYTES) -> str:
     return data[: limit - len(digest) - 1].decode(errors="ignore") + "-" + digest
 
 
+def named_folder(stamp: str, overrides: str) -> str:
+    """A single run's folder: its time stamp, then what its command line changed from the defaults
+    (`12-03-04-123456_model=cnn,optimizer=adam`), so TensorBoard names runs as it names sweep jobs."""
+    return f"{stamp}_{capped_folder_name(overrides)}" if overrides else stamp
+
+
 def _register_resolvers() -> None:
     """`${expframe_first_set:a,b}`: a unless it is null (the run folder of a resumed run);
-    `${expframe_capped:name}`: a job folder name the file system accepts."""
+    `${expframe_capped:name}`: a job folder name the file system accepts;
+    `${expframe_named:stamp,overrides}`: a single run's folder name."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("expframe_first_set"):
         OmegaConf.register_resolver("expframe_first_set", lambda first, second: second if first is None else first)
     if not OmegaConf.has_resolver("expframe_capped"):
         OmegaConf.register_resolver("expframe_capped", capped_folder_name)
+    if not OmegaConf.has_resolver("expframe_named"):
+        OmegaConf.register_resolver("expframe_named", named_folder)
 
 
 _register_resolvers()

@@ -385,40 +385,105 @@ def parallel_vs_serial(epochs: int, repeat: int) -> dict[str, tuple[float, float
     }
 
 
-def contention(repeats: int, epochs: int, repeat: int) -> None:
-    """The default run beside 0, 1 and `cores` busy processes (pure-Python loops), with all threads
-    and with one, alternated over repeats: the robust and the plain-mean epoch time, the other
-    processes' measured share of the CPUs and how often the run flagged itself. The runs are
-    expframe's train() in this process, one after the other: what is compared is epochs, not
-    processes."""
+def _busy_loops(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def _stop(loops: list[subprocess.Popen]) -> None:
+    for loop in loops:
+        loop.kill()
+        loop.wait()
+
+
+SHARED_MACHINE_MODELS = {
+    # the default MLP, 4 epochs x 18,000 samples (issue 30's measurement); the CNN on the plain set
+    "mlp": ("epochs=4", "+dataset.source.repeat=5"),
+    "cnn": ("model=cnn", "epochs=3"),
+}
+
+
+def shared_machine(repeats: int) -> None:
+    """Issue 30's benchmark: each model N times idle and N times beside a busy loop per core,
+    alternated, each a train() in this process with the default settings (threads from the free
+    cores), and the same at one thread (device.threads=1) to show the floor under the default's
+    ratio: one thread against the idle default's. Prints, per model, the medians of the reported
+    epoch time, the energy and the training wall time, busy over idle, and how often each flag was
+    raised."""
     cores = os.cpu_count() or 1
-    rows: dict[tuple[int, int], list[dict]] = {}
+    runs: dict[tuple[str, str, str], list[dict]] = {}
     for _ in range(repeats):
-        for busy in sorted({0, 1, cores}):
-            for threads in sorted({cores, 1}, reverse=True):
-                loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
-                try:
-                    time.sleep(0.3 if busy else 0)
-                    cfg = _cfg(repeat, epochs, f"device.threads={threads}", "logging.tensorboard=false")
-                    with tempfile.TemporaryDirectory() as tmp:
-                        m = train(cfg, Path(tmp)).metrics
-                finally:
-                    for loop in loops:
-                        loop.kill()
-                        loop.wait()
-                rows.setdefault((busy, threads), []).append(m)
-    print(f"{'busy procs':>10}{'threads':>8}{'epoch_time_s':>14}{'mean epoch s':>14}{'other load':>12}{'flagged':>9}")
-    for (busy, threads), runs in sorted(rows.items()):
+        for model, overrides in SHARED_MACHINE_MODELS.items():
+            for threads in ("default", "1"):
+                extra = () if threads == "default" else ("device.threads=1",)
+                for state in ("idle", "busy"):
+                    loops = _busy_loops(cores) if state == "busy" else []
+                    try:
+                        time.sleep(0.5 if loops else 0)
+                        cfg = _cfg(1, 1, *overrides, *extra, "logging.tensorboard=false", "checkpoint.save_model=false")
+                        with tempfile.TemporaryDirectory() as tmp:
+                            m = train(cfg, Path(tmp)).metrics
+                    finally:
+                        _stop(loops)
+                    runs.setdefault((model, threads, state), []).append(m)
 
-        def med(key: str, runs: list[dict] = runs) -> float:
-            values = [m[key] for m in runs if m[key] is not None]
-            return statistics.median(values) if values else float("nan")  # epochs too short to resolve
+    def med(key: str, group: list[dict]) -> float:
+        values = [m[key] for m in group if m.get(key) is not None]
+        return statistics.median(values) if values else float("nan")
 
-        flagged = sum(bool(m["timing_contended"]) for m in runs)
+    print(f"{cores} cores, {repeats} runs per cell, busy = one busy loop per core; medians")
+    head = f"{'model':<6}{'threads':<9}{'state':<6}{'threads used':>13}{'epoch_time_s':>14}{'energy kWh':>12}"
+    print(head + f"{'train wall s':>14}{'busy':>6}{'speed unrel.':>13}{'energy unrel.':>14}")
+    for (model, threads, state), group in runs.items():
+        n = len(group)
+        flags = [sum(bool(m.get(k)) for m in group) for k in ("machine_busy", "speed_unreliable", "energy_unreliable")]
         print(
-            f"{busy:>10}{threads:>8}{med('epoch_time_s'):>14.3f}{med('epoch_time_mean_s'):>14.3f}"
-            f"{med('other_cpu_load'):>12.2f}{flagged:>6}/{len(runs)}"
+            f"{model:<6}{threads:<9}{state:<6}{med('torch_threads', group):>13.0f}{med('epoch_time_s', group):>14.4f}"
+            f"{med('energy_kwh', group):>12.3e}{med('train_time_s', group):>14.2f}"
+            + "".join(f"{f:>{w - 2}}/{n}" for f, w in zip(flags, (6, 13, 14), strict=True))
         )
+    print("busy / idle (targets: epoch time within 15%, energy within 25%, wall at most 2x):")
+    for model in SHARED_MACHINE_MODELS:
+        for threads in ("default", "1"):
+            idle, busy = runs[model, threads, "idle"], runs[model, threads, "busy"]
+            ratios = [med(k, busy) / med(k, idle) for k in ("epoch_time_s", "energy_kwh", "train_time_s")]
+            print(
+                f"  {model} threads={threads}: epoch time {ratios[0]:.2f}, energy {ratios[1]:.2f}, wall {ratios[2]:.2f}"
+            )
+        floor = med("epoch_time_s", runs[model, "1", "idle"]) / med("epoch_time_s", runs[model, "default", "idle"])
+        print(f"  {model} floor: one thread / the idle default, both idle: epoch time {floor:.2f}")
+
+
+def report_time(repeats: int, baseline_src: Path | None) -> None:
+    """The card sweep's report (expframe-report on its folder, figures included), this checkout
+    against `baseline_src` (another checkout of expframe, e.g. a `git worktree` of main), alternated
+    over repeats on one sweep folder: medians and their ratio."""
+    script = (
+        "import sys, time, tempfile; from pathlib import Path; t = time.perf_counter(); "
+        "from expframe.report.summary import report; "
+        "report([Path(sys.argv[1])], Path(tempfile.mkdtemp()), fork_painters=True); print(time.perf_counter() - t)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "train.py", "-m", "optimizer=sgd,adam", "activation=relu,tanh", "report.auto=false"]
+            + [f"hydra.sweep.dir={tmp}"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        trees = {"this checkout": ROOT, **({"baseline": baseline_src} if baseline_src else {})}
+        times: dict[str, list[float]] = {k: [] for k in trees}
+        for _ in range(repeats):
+            for name, src in trees.items():
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                out = subprocess.run(
+                    [sys.executable, "-c", script, tmp], cwd=src, env=env, check=True, capture_output=True, text=True
+                )
+                times[name].append(float(out.stdout.strip().splitlines()[-1]))
+    for name, values in times.items():
+        print(f"card sweep report ({name}): {statistics.median(values):.2f} s (median of {repeats})")
+    if baseline_src:
+        ratio = statistics.median(a / b for a, b in zip(times["this checkout"], times["baseline"], strict=True))
+        print(f"this checkout / baseline = {ratio:.2f}")
 
 
 def _wall(*command: str) -> float:
@@ -568,7 +633,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep-jobs", type=int, default=8)
     parser.add_argument("--parallel-epochs", type=int, default=60, help="epochs per job of the joblib comparison")
     parser.add_argument(
-        "--contention", action="store_true", help="only the shared-machine table (busy processes beside a run)"
+        "--shared-machine",
+        action="store_true",
+        help="only the busy-machine table: the MLP and the CNN idle and beside a busy loop per core",
+    )
+    parser.add_argument(
+        "--report-time",
+        type=Path,
+        nargs="?",
+        const=False,
+        default=None,
+        metavar="BASELINE_SRC",
+        help="only the card sweep's report time, against another checkout's when one is given",
     )
     parser.add_argument("--energy", action="store_true", help="only the energy tracker's cost (on vs off)")
     parser.add_argument("--quantisers", action="store_true", help="only torch.ao against torchao int8 (wide MLP)")
@@ -584,8 +660,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.whole_process:
         whole_process(args.repeats, max(2, args.sweep_jobs))
         return
-    if args.contention:
-        contention(args.repeats, max(2, args.epochs), max(1, round(args.samples / 4000)))
+    if args.shared_machine:
+        shared_machine(args.repeats)
+        return
+    if args.report_time is not None:
+        report_time(args.repeats, args.report_time or None)
         return
     if args.energy:
         energy_cost(args.sweep_jobs, args.repeats)

@@ -109,11 +109,16 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root, tiny_image_root
     assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
     if "--help" in args:
         assert "dataset:" in out.stdout
-    elif "--contention" in args:
-        rows = [line.split() for line in out.stdout.splitlines()[1:]]
-        cores = os.cpu_count()
-        assert {(int(r[0]), int(r[1])) for r in rows} == {(b, t) for b in {0, 1, cores} for t in {1, cores}}
-        assert all(r[-1] in ("0/1", "1/1") for r in rows)
+    elif "--shared-machine" in args:
+        rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("mlp ", "cnn "))]
+        cells = {(r[0], r[1], r[2]) for r in rows}
+        assert cells == {(m, t, s) for m in ("mlp", "cnn") for t in ("default", "1") for s in ("idle", "busy")}
+        busy_default = [r for r in rows if r[1:3] == ["default", "busy"]]
+        assert all(int(r[3]) == 1 for r in busy_default), "beside a busy loop per core: one thread"
+        ratios = re.findall(r"epoch time ([\d.]+), energy ([\d.]+), wall ([\d.]+)", out.stdout)
+        assert len(ratios) == 4 and all(float(v) > 0 for r in ratios for v in r)
+    elif "--report-time" in args:
+        assert float(re.search(r"card sweep report \(this checkout\): ([\d.]+) s", out.stdout).group(1)) > 0
     elif "--whole-process" in args:
         labels = ("import torch:", "import torch._dynamo after it", "card sweep (2x2, report included):", "single run")
         for label in (*labels, "the same job hand-written", "per-job fixed cost"):

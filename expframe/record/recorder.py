@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -108,8 +109,10 @@ class Recorder:
     def save_history(self, history: list[dict]) -> None:
         write_csv(self.out_dir / HISTORY_FILE, history)
 
-    def epoch(self, history: list[dict], model: nn.Module, confusion: list | None = None) -> None:
-        """`confusion`: the epoch's validation confusion matrix, drawn as an image."""
+    def epoch(
+        self, history: list[dict], model: nn.Module, confusion: list | None = None, class_names: list | None = None
+    ) -> None:
+        """`confusion`: the epoch's validation confusion matrix, drawn as an image with `class_names`."""
         start = time.perf_counter()
         self.save_history(history)
         if self.writer is not None:
@@ -119,7 +122,7 @@ class Recorder:
                 if f.tag and row[f.name] is not None:
                     w.add_scalar(f.tag, row[f.name], step)
             if confusion is not None:
-                w.add_image("confusion/val", confusion_image(confusion), step)
+                w.add_image("confusion/val", confusion_image(confusion, class_names), step)
             if self.histogram_every and step % self.histogram_every == 0:
                 for name, param in model.named_parameters():
                     label = self.layer_names.get(name, name)
@@ -134,9 +137,8 @@ class Recorder:
         if self.writer is None:
             return
         if metrics.get("test_confusion") is not None:
-            self.writer.add_image(
-                "confusion/test", confusion_image(metrics["test_confusion"]), metrics["epochs_run"] or 0
-            )
+            image = confusion_image(metrics["test_confusion"], metrics.get("class_names"))
+            self.writer.add_image("confusion/test", image, metrics["epochs_run"] or 0)
         if self.hparams:
             write_hparams(self.writer, metrics, self.swept)
         else:
@@ -145,17 +147,45 @@ class Recorder:
         self.writer.flush()
 
 
-def confusion_image(matrix: list[list[int]], cell: int = 24) -> torch.Tensor:
-    """Rows the true class, columns the predicted one; each cell's share of its row from white (0)
-    to dark blue (1), a grey line between cells. No text: the counts are in metrics.json."""
+# classes up to which each cell says its count (beyond, the cells are too small to read)
+COUNTED_CLASSES = 20
+
+
+def confusion_image(matrix: list[list[int]], class_names: list | None = None, cell: int = 34) -> torch.Tensor:
+    """Rows the true class, columns the predicted one, each named; each cell shaded by its share of
+    its row (white 0 to dark blue 1) and, up to COUNTED_CLASSES classes, its count written in it."""
+    from PIL import Image, ImageDraw, ImageFont
+
     counts = torch.tensor(matrix, dtype=torch.float32)
+    k = len(matrix)
+    names = [str(n) for n in (class_names or range(k))]
+    font = ImageFont.load_default(11)
+    label_w = min(110, 8 + max(int(font.getlength(n)) for n in names))
+    top = 16 + label_w  # the predicted classes' names, written downwards over their columns
+    header = "columns: predicted"
+    width = max(label_w + k * cell + 2, label_w + int(font.getlength(header)) + 4)
+    image = Image.new("RGB", (width, top + k * cell + 2), "white")
+    draw = ImageDraw.Draw(image)
     share = counts / counts.sum(1, keepdim=True).clamp_min(1)
-    white, blue = torch.tensor([255.0, 255.0, 255.0]), torch.tensor([8.0, 48.0, 107.0])
-    colours = white + share.unsqueeze(-1) * (blue - white)  # (k, k, 3)
-    image = colours.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    image[::cell, :, :] = 160
-    image[:, ::cell, :] = 160
-    return image.permute(2, 0, 1).to(torch.uint8)
+    for i in range(k):
+        for j in range(k):
+            s = float(share[i, j])
+            fill = tuple(int(255 + s * (c - 255)) for c in (8, 48, 107))
+            x, y = label_w + j * cell, top + i * cell
+            draw.rectangle([x, y, x + cell, y + cell], fill=fill, outline=(160, 160, 160))
+            if k <= COUNTED_CLASSES:
+                text = str(int(counts[i, j]))
+                colour = "white" if s > 0.5 else "black"
+                draw.text((x + cell / 2, y + cell / 2), text, fill=colour, font=font, anchor="mm")
+    for i, name in enumerate(names):
+        short = name if font.getlength(name) <= label_w - 8 else name[:12] + "…"
+        draw.text((label_w - 4, top + i * cell + cell / 2), short, fill="black", font=font, anchor="rm")
+        column = Image.new("RGB", (label_w, cell), "white")
+        ImageDraw.Draw(column).text((4, cell / 2), short, fill="black", font=font, anchor="lm")
+        image.paste(column.rotate(90, expand=True), (label_w + i * cell, 16))
+    draw.text((label_w, 2), header, fill="black", font=font)
+    draw.text((2, 2), "rows: true", fill="black", font=font)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 
 def whole_run_figures(metrics: dict) -> dict[str, float]:

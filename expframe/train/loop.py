@@ -214,7 +214,7 @@ def fit(run: Run, recorder: Recorder, meter: EnergyMeter, resumed: dict | None =
             out.samples_per_epoch = computed["samples"]
             out.eval_time_s += computed["eval_time_s"]
             out.history.append(figures.history_row(computed))
-            recorder.epoch(out.history, run.net, computed["val_confusion"])
+            recorder.epoch(out.history, run.net, computed["val_confusion"], run.data.class_names)
             out.val_confusion = computed["val_confusion"]
             stop = out.stopper.epoch(out.history[-1], run.net)
             if run.checkpoint_every and epoch % run.checkpoint_every == 0:

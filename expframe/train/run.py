@@ -129,7 +129,8 @@ def train(
     if resumed is not None:
         restore(run, resumed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shown = {k: v for k, v in (swept or {}).items() if hparam_keys is None or k in hparam_keys}
+    # HParams: every group's choice (a digits MLP and a digits CNN differ there) and the swept keys
+    shown = {**(choices or {}), **{k: v for k, v in (swept or {}).items() if hparam_keys is None or k in hparam_keys}}
     about = RunText(config_yaml=lambda: OmegaConf.to_yaml(cfg), env=lambda: environment(device))
     layers = initialised_layers(run.net)
     recorder = Recorder(cfg.logging, out_dir, run.net, run.val_x[:2], shown, about, layers, hparams=split is None)
