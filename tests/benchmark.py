@@ -397,9 +397,9 @@ def _stop(loops: list[subprocess.Popen]) -> None:
 
 SHARED_MACHINE_MODELS = {
     # the default MLP, 4 epochs x 18,000 samples (issue 30's measurement); the CNN on the plain set
-    "mlp": ("epochs=4", "+dataset.source.repeat=5"),
-    "cnn": ("model=cnn", "epochs=3"),
-}
+    "mlp": (5, 4, ()),
+    "cnn": (1, 3, ("model=cnn",)),
+}  # (times the data are tiled, epochs, overrides)
 
 
 def shared_machine(repeats: int) -> None:
@@ -412,14 +412,15 @@ def shared_machine(repeats: int) -> None:
     cores = os.cpu_count() or 1
     runs: dict[tuple[str, str, str], list[dict]] = {}
     for _ in range(repeats):
-        for model, overrides in SHARED_MACHINE_MODELS.items():
+        for model, (repeat, epochs, overrides) in SHARED_MACHINE_MODELS.items():
             for threads in ("default", "1"):
                 extra = () if threads == "default" else ("device.threads=1",)
                 for state in ("idle", "busy"):
                     loops = _busy_loops(cores) if state == "busy" else []
                     try:
                         time.sleep(0.5 if loops else 0)
-                        cfg = _cfg(1, 1, *overrides, *extra, "logging.tensorboard=false", "checkpoint.save_model=false")
+                        settings = (*overrides, *extra, "logging.tensorboard=false", "checkpoint.save_model=false")
+                        cfg = _cfg(repeat, epochs, *settings)
                         with tempfile.TemporaryDirectory() as tmp:
                             m = train(cfg, Path(tmp)).metrics
                     finally:

@@ -1,7 +1,6 @@
 """Every command the README and docs/ show runs as written, shrunk to tiny sizes by overrides appended at the end."""
 
 import json
-import os
 import re
 import shlex
 import socket
