@@ -402,7 +402,11 @@ SHARED_MACHINE_MODELS = {
 }  # (times the data are tiled, epochs, overrides)
 
 
-def shared_machine(repeats: int) -> None:
+# --quick (the README test): the same table at its smallest
+QUICK_SHARED_MACHINE_MODELS = {"mlp": (1, 2, ()), "cnn": (1, 2, ("model=cnn", "dataset.source.test_size=4000"))}
+
+
+def shared_machine(repeats: int, quick: bool = False) -> None:
     """Issue 30's benchmark: each model N times idle and N times beside a busy loop per core,
     alternated, each a train() in this process with the default settings (threads from the free
     cores), and the same at one thread (device.threads=1) to show the floor under the default's
@@ -412,7 +416,8 @@ def shared_machine(repeats: int) -> None:
     cores = os.cpu_count() or 1
     runs: dict[tuple[str, str, str], list[dict]] = {}
     for _ in range(repeats):
-        for model, (repeat, epochs, overrides) in SHARED_MACHINE_MODELS.items():
+        models = QUICK_SHARED_MACHINE_MODELS if quick else SHARED_MACHINE_MODELS
+        for model, (repeat, epochs, overrides) in models.items():
             for threads in ("default", "1"):
                 extra = () if threads == "default" else ("device.threads=1",)
                 for state in ("idle", "busy"):
@@ -455,12 +460,14 @@ def shared_machine(repeats: int) -> None:
 
 
 def report_time(repeats: int, baseline_src: Path | None) -> None:
-    """The card sweep's report (expframe-report on its folder, figures included), this checkout
-    against `baseline_src` (another checkout of expframe, e.g. a `git worktree` of main), alternated
-    over repeats on one sweep folder: medians and their ratio."""
+    """The card sweep's report (its tables and figures, after the imports the end-of-sweep report
+    worker makes while the sweep runs), this checkout against `baseline_src` (another checkout of
+    expframe, e.g. a `git worktree` of main), alternated over repeats on one sweep folder: medians
+    and the median of the paired ratios."""
     script = (
-        "import sys, time, tempfile; from pathlib import Path; t = time.perf_counter(); "
-        "from expframe.report.summary import report; "
+        "import sys, time, tempfile; from pathlib import Path; "
+        "from expframe.report.summary import report; import matplotlib.pyplot, seaborn, scipy.stats; "
+        "t = time.perf_counter(); "
         "report([Path(sys.argv[1])], Path(tempfile.mkdtemp()), fork_painters=True); print(time.perf_counter() - t)"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -633,6 +640,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sweep-jobs", type=int, default=8)
     parser.add_argument("--parallel-epochs", type=int, default=60, help="epochs per job of the joblib comparison")
+    parser.add_argument("--quick", action="store_true", help="--shared-machine at its smallest (the tests)")
     parser.add_argument(
         "--shared-machine",
         action="store_true",
@@ -662,7 +670,7 @@ def main(argv: list[str] | None = None) -> None:
         whole_process(args.repeats, max(2, args.sweep_jobs))
         return
     if args.shared_machine:
-        shared_machine(args.repeats)
+        shared_machine(args.repeats, args.quick)
         return
     if args.report_time is not None:
         report_time(args.repeats, args.report_time or None)

@@ -64,6 +64,7 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
             "2",
             "--parallel-epochs",
             "1",
+            "--quick",
         ]
     extra = ["epochs=1"]
     if "-m" in args or "--multirun" in args:
