@@ -103,6 +103,7 @@ def test_the_median_of_clean_steps_holds_until_too_few_steps_kept_their_core():
     assert clean_median_ms([2.0] * 4, [True, True, True, False]) == (2.0, True), "few steps, most clean"
     assert clean_median_ms([2.0] * 4, [True, False, False, False])[1] is False
     assert clean_median_ms([], []) == (None, True)
+    assert clean_median_ms([3.0, 5.0, 4.0], [False] * 3) == (4.0, False), "no clean step: flagged, not hidden"
     flat = [1.0] * 20 + [9.0] * 80
     speed = speed_summary([0.5, 0.6], flat, [True] * 20 + [False] * 80, [], 6400, threads=1)
     assert speed["speed_unreliable"] is True and speed["clean_step_share"] == 0.2

@@ -72,13 +72,15 @@ class StepClock:
 
 def clean_median_ms(step_ms: list[float], clean: list[bool]) -> tuple[float | None, bool]:
     """The median of the clean steps and whether it stands for the run: at least MIN_CLEAN_SHARE of
-    the steps clean, and at least half of them when fewer than MIN_CLEAN_STEPS are."""
+    the steps clean, and at least half of them when fewer than MIN_CLEAN_STEPS are. With no clean
+    step at all, every step's median, which cannot hold: nothing measured is hidden, and the flag
+    keeps it out of every comparison."""
     kept = [t for t, ok in zip(step_ms, clean, strict=True) if ok]
     if not step_ms:
         return None, True
     share_clean = len(kept) / len(step_ms)
     holds = share_clean >= MIN_CLEAN_SHARE and (len(kept) >= MIN_CLEAN_STEPS or share_clean >= 0.5)
-    return (float(np.median(kept)) if kept else None), holds
+    return float(np.median(kept or step_ms)), holds
 
 
 def step_stats(step_ms: list[float]) -> dict[str, float | None]:

@@ -5,6 +5,7 @@ so it never inflates the epoch time.
 """
 
 import json
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -90,6 +91,7 @@ class Recorder:
             start = time.perf_counter()
             from torch.utils.tensorboard import SummaryWriter
 
+            quiet_writer_thread_errors()
             self.writer = SummaryWriter(log_dir=str(out_dir))
             self.writer.add_text("config", f"```yaml\n{about.config_yaml()}\n```")
             self.writer.add_text("env", f"```json\n{json.dumps(about.env(), indent=2)}\n```")
@@ -149,6 +151,23 @@ class Recorder:
 
 # classes up to which each cell says its count (beyond, the cells are too small to read)
 COUNTED_CLASSES = 20
+
+
+def quiet_writer_thread_errors() -> None:
+    """A full disk fails TensorBoard's background writer thread first; its error comes back in the
+    main thread at the writer's next call, where the run reports it in one line. Python would also
+    print the thread's traceback: that one is not printed twice. Other threads' errors, and this
+    thread's other errors, go to the previous hook."""
+    previous = threading.excepthook
+    if getattr(previous, "expframe", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.expframe = True
+    threading.excepthook = hook
 
 
 def confusion_image(matrix: list[list[int]], class_names: list | None = None, cell: int = 34) -> torch.Tensor:
