@@ -63,6 +63,8 @@ def test_one_place_decides_the_thread_count(tmp_path):
         assert apply_threads(None, 1, free=2) == (1, "launcher share")
         assert apply_threads(None, 2, free=1) == (1, "free cores") and torch.get_num_threads() == 1
         assert apply_threads(None, None, free=None) == (TORCH_DEFAULT_THREADS, "torch default")
+        assert apply_threads(None, 2, free=1, resumed=2) == (2, "checkpoint"), "a resumed run keeps its count"
+        assert apply_threads(1, 2, free=1, resumed=2) == (1, "device.threads")
         assert apply_threads(None, None, free=0) == (1, "free cores" if TORCH_DEFAULT_THREADS > 1 else "torch default")
         m = trained(make_cfg("dataset=digits", "epochs=1", "device.threads=1"), tmp_path)
         assert (m["torch_threads"], m["threads_from"], m["env"]["torch_threads"]) == (1, "device.threads", 1)

@@ -181,6 +181,7 @@ class EnergyMeter:
     threads: int = 1  # the run's torch threads, for the RAM share of CPU-time attribution
     phases: dict[str, Phase] = field(default_factory=dict)  # the run's, as attributed
     measured: dict[str, Phase] = field(default_factory=dict)  # CodeCarbon's, as in its CSV files
+    core_w: float | None = None  # one core's modelled power (core_power_w), read once per tracker
     tracker: Any = None
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -200,6 +201,7 @@ class EnergyMeter:
             project_name=folder.name,
             **tracker_options(self.settings),
         )
+        self.core_w = core_power_w(self.tracker)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -236,16 +238,8 @@ class EnergyMeter:
                 )
                 self.measured[name] = measured
                 if self.settings.attribution == "cpu_time":
-                    measured = attributed(measured, used.cpu, used.busy, self.threads, self.core_power_w())
+                    measured = attributed(measured, used.cpu, used.busy, self.threads, self.core_w)
                 self.phases[name] = measured
-
-    def core_power_w(self) -> float | None:
-        """One core's share of the CPU's power where CodeCarbon models it (TDP / cores); None where
-        a counter measures it."""
-        for hardware in self.tracker._hardware:
-            if type(hardware).__name__ == "CPU" and hardware._mode not in METERED_CPU_MODES:
-                return hardware._tdp / (os.cpu_count() or 1) if hardware._tdp else None
-        return None
 
     def energy(self, name: str) -> float | None:
         phase = self.phases.get(name)
@@ -312,6 +306,15 @@ def interrupts_deferred() -> Iterator[None]:
             raise Terminated("received signal SIGTERM")
         if caught:
             raise KeyboardInterrupt
+
+
+def core_power_w(tracker: Any) -> float | None:
+    """One core's share of the CPU's power where CodeCarbon models it (TDP / cores); None where a
+    counter measures it. CodeCarbon exposes both only on its hardware objects."""
+    for hardware in tracker._hardware:
+        if type(hardware).__name__ == "CPU" and hardware._mode not in METERED_CPU_MODES:
+            return hardware._tdp / (os.cpu_count() or 1) if hardware._tdp else None
+    return None
 
 
 def power_sources(tracker: Any) -> dict[str, str]:

@@ -79,7 +79,16 @@ def load(path: Path) -> dict:
 
 
 # keys added after some checkpoints were written, with the value that reproduces how such a run ran
-ADDED_SINCE = {"energy": {"attribution": "machine"}}
+ADDED_SINCE = {"energy.attribution": "machine"}
+
+
+def missing_keys(saved: dict) -> dict[str, object]:
+    """The ADDED_SINCE keys a checkpoint's config lacks, with the values it ran with."""
+    return {
+        dotted: value
+        for dotted, value in ADDED_SINCE.items()
+        if dotted.split(".")[-1] not in (saved.get(dotted.split(".")[0]) or {})
+    }
 
 
 def differing_keys(saved: dict, cfg: DictConfig) -> list[str]:
@@ -92,10 +101,7 @@ def differing_keys(saved: dict, cfg: DictConfig) -> list[str]:
             return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
         return {prefix[:-1]: node}
 
-    before, after = flat(saved), flat(now)
-    for group, keys in ADDED_SINCE.items():  # a checkpoint from before the key ran with its old value
-        for key, value in keys.items():
-            before.setdefault(f"{group}.{key}", value)
+    before, after = {**missing_keys(saved), **flat(saved)}, flat(now)
     return sorted(k for k in before.keys() | after.keys() if k not in MAY_CHANGE and before.get(k) != after.get(k))
 
 
@@ -108,13 +114,11 @@ def check_resumable(cfg: DictConfig) -> dict:
     """The checkpoint of `resume`, when this config may continue it; one ConfigError otherwise. A
     checkpoint from before a key in ADDED_SINCE continues as it ran: that key takes its old value."""
     state = load(Path(cfg.resume) / CHECKPOINT_FILE)
-    for group, keys in ADDED_SINCE.items():
-        saved = state["config"].get(group)
-        for key, value in keys.items():
-            if isinstance(saved, dict) and key not in saved and cfg[group][key] != value:
-                log.info("resume: %s.%s=%s, as the run was written before the key existed", group, key, value)
-                with open_dict(cfg):
-                    cfg[group][key] = value
+    for dotted, value in missing_keys(state["config"]).items():
+        if OmegaConf.select(cfg, dotted) != value:
+            log.info("resume: %s=%s, as the run was written before the key existed", dotted, value)
+            with open_dict(cfg):
+                OmegaConf.update(cfg, dotted, value)
     differ = differing_keys(state["config"], cfg)
     if differ:
         raise ConfigError("resume", cfg.resume, f"was trained with other values of {', '.join(differ)}")

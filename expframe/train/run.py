@@ -112,10 +112,8 @@ def train(
     cpus = os.cpu_count() or 1
     warm_up_done()
     free, others = load.free_cores(cpus)
-    # a resumed run continues with its thread count: float sums depend on it, and resume is exact
-    kept = resumed.get("threads") if resumed is not None and not cfg.device.threads else None
-    threads, threads_from = apply_threads(kept or cfg.device.threads, launcher_threads, free)
-    threads_from = "checkpoint" if kept else threads_from
+    kept = None if resumed is None else resumed.get("threads")
+    threads, threads_from = apply_threads(cfg.device.threads, launcher_threads, free, kept)
     run.threads = threads
     # said in the log when the machine's load decided it; metrics.json always records it
     log.log(

@@ -73,10 +73,13 @@ def check_precision(precision: DictConfig, device: torch.device) -> None:
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
-def apply_threads(requested: int | None, launcher_share: int | None, free: int | None) -> tuple[int, str]:
+def apply_threads(
+    requested: int | None, launcher_share: int | None, free: int | None, resumed: int | None = None
+) -> tuple[int, str]:
     """The one place that decides a run's torch thread count; returns it and where it came from.
 
-    `device.threads` wins; else the cores other processes left free when the run started (`free`,
+    `device.threads` wins; else a resumed run's own count (`resumed`: float sums depend on it, and
+    resume is exact); else the cores other processes left free when the run started (`free`,
     at least one), capped by the launcher's share (parallel jobs must not each run all-core pools)
     or, without a launcher, torch's default. A thread pool wider than the free cores waits on cores
     it does not get: beside busy processes it runs 5-30x slower (docs/shared-machines.md). The job
@@ -85,6 +88,9 @@ def apply_threads(requested: int | None, launcher_share: int | None, free: int |
     if requested:
         torch.set_num_threads(requested)
         return requested, "device.threads"
+    if resumed:
+        torch.set_num_threads(resumed)
+        return resumed, "checkpoint"
     cap, source = (launcher_share, "launcher share") if launcher_share else (TORCH_DEFAULT_THREADS, "torch default")
     threads = cap if free is None else max(1, min(cap, free))
     torch.set_num_threads(threads)
