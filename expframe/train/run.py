@@ -155,7 +155,9 @@ def train(
             fitted.samples_per_epoch,
             threads,
         )
-        busy = machine_busy(speed["other_cpu_load"], threads, cpus)
+        # busy: others held cores when it started (it took fewer threads for them), or used more
+        # than the cores it left idle while it trained
+        busy = threads_from == "free cores" or machine_busy(speed["other_cpu_load"], threads, cpus)
         state, activations = fitted.model_state_bytes, fitted.activation_bytes
         computed = {
             **speed,
