@@ -1,7 +1,8 @@
 """Where a run or sweep writes: folders of their own, names that are names, nothing outside.
 
-Checked before Hydra creates anything (the run's callbacks), then the folder is locked for this
-process (expframe.record.folder_lock): a refused command leaves no folder, and no finished run is replaced.
+Checked before Hydra creates anything (the run's callbacks), then a run's folder is locked for this
+process (expframe.record.folder_lock): a refused command leaves no folder, and no finished run is
+replaced. A sweep folder is not locked: its jobs are claimed one by one (expframe.sweep.claims).
 """
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from expframe.errors import ConfigError
 from expframe.record import folder_lock
 from expframe.record.atomic import check_writable
-from expframe.record.files import HYDRA_DIR, LOCK_FILE, METRICS_FILE, MODEL_FILE
+from expframe.record.files import HYDRA_DIR, LOCK_FILE, METRICS_FILE, MODEL_FILE, MULTIRUN_FILE
 
 
 def check_output_folder(key: str, where: object) -> Path:
@@ -81,16 +82,19 @@ def check_own_folder(key: str, path: Path) -> None:
         raise ConfigError(key, str(path), f"holds other files ({', '.join(others[:3])}): name a new or empty folder")
 
 
-def check_new_sweep_folder(key: str, path: Path) -> None:
-    """A sweep folder that already holds jobs would have them overwritten by job number."""
+def check_sweep_folder(key: str, path: Path, optuna: bool) -> None:
+    """A folder that holds a sweep's jobs is resumed (expframe.sweep.resume matches its jobs to the
+    grid's points); anything else must be a new or empty folder. An Optuna study resumes through its
+    storage, in a new sweep folder: its trials are not points a folder can be matched by."""
     jobs = [p.name for p in path.iterdir() if (p / HYDRA_DIR).is_dir()] if path.is_dir() else []
-    if not jobs:
+    if not jobs and not (path / MULTIRUN_FILE).is_file():
         check_own_folder(key, path)
-    else:
+    elif optuna:
         raise ConfigError(
             key,
             str(path),
-            f"already holds {len(jobs)} job folder(s) of a sweep ({sorted(jobs)[0]}, ...): choose another folder",
+            f"already holds a sweep ({len(jobs)} job folder(s)): an Optuna study resumes through its storage "
+            "(the same hydra.sweeper.storage and study_name) into a new sweep folder; leave hydra.sweep.dir out",
         )
 
 
@@ -99,9 +103,10 @@ def check_outputs(cfg: DictConfig, sweep: bool) -> None:
     path = check_output_folder(key, OmegaConf.select(cfg, key))
     check_name("hydra.job.name", OmegaConf.select(cfg, "hydra.job.name"))
     check_hydra_files(cfg)
-    if sweep:
+    if sweep:  # its jobs are claimed one by one (expframe.sweep.claims): no lock on the folder
         check_sweep_subdir(cfg)
-        check_new_sweep_folder(key, path)
-    elif not cfg.get("resume"):
+        check_sweep_folder(key, path, "Optuna" in str(OmegaConf.select(cfg, "hydra.sweeper._target_")))
+        return
+    if not cfg.get("resume"):
         check_new_run_folder(key, path)
     folder_lock.acquire(path, key)

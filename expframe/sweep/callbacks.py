@@ -98,4 +98,3 @@ class ExpframeCallback(Callback):
             Worker.cancel()
             return
         summarise_sweep(Path(config.hydra.sweep.dir), config.report.auto)
-        folder_lock.release(Path(config.hydra.sweep.dir).absolute().resolve())

@@ -17,7 +17,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from expframe.config.validate import validate
 from expframe.deploy.serve import deploy
@@ -25,8 +25,9 @@ from expframe.errors import ConfigError, short_reason
 from expframe.measure.signals import exit_status
 from expframe.record import catalogue as figures
 from expframe.record.atomic import output_failure, write_json
-from expframe.record.files import METRICS_FILE, MULTIRUN_FILE
+from expframe.record.files import CHECKPOINT_FILE, METRICS_FILE, MULTIRUN_FILE
 from expframe.record.run_record import failure_record
+from expframe.sweep import resume
 from expframe.sweep.cv import cross_validate
 from expframe.sweep.job_values import group_choices, objective, record_failure, swept_values
 from expframe.sweep.summary import summarise_sweep
@@ -101,8 +102,33 @@ def threads_per_job(hydra_cfg: DictConfig) -> int | None:
     return max(1, cores // parallel)
 
 
+def sweep_point(hydra_cfg: DictConfig) -> str | None:
+    """The job's conf/ digest and overrides, hashed (expframe.sweep.resume): a resumed sweep finds
+    the finished job by it without composing its point. None when conf/ changed between the plan
+    and this job's composition (it is then matched by its saved config)."""
+    planned = hydra_cfg.job.env_set.get(resume.DIGEST_VAR)
+    if hydra_cfg.mode != RunMode.MULTIRUN or not planned:
+        return None
+    digest = resume.conf_digest(resume.config_dirs(hydra_cfg.runtime.config_sources))
+    if digest != planned:
+        log.warning("conf/ changed after the sweep planned this job: a resume will compare its config")
+        return None
+    return resume.point_key(digest, list(hydra_cfg.overrides.task))
+
+
+def continue_in_place(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """A sweep job launched into a folder that holds a checkpoint is one a resumed sweep continues
+    (new points get new folders): it continues exactly, as `resume=` does for a run."""
+    folder = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN and not cfg.get("resume") and (folder / CHECKPOINT_FILE).is_file():
+        log.info("continuing the job from %s", folder / CHECKPOINT_FILE)
+        with open_dict(cfg):
+            cfg.resume = str(folder)
+
+
 def run(cfg: DictConfig) -> float | list[float]:
     hydra_cfg = HydraConfig.get()
+    continue_in_place(cfg, hydra_cfg)
     out_dir = Path(cfg.resume) if cfg.get("resume") else Path(hydra_cfg.runtime.output_dir)
     swept = swept_values(cfg, list(hydra_cfg.overrides.task))
     choices = group_choices(hydra_cfg)
@@ -132,6 +158,7 @@ def run(cfg: DictConfig) -> float | list[float]:
         cleaned = time.perf_counter() - cleaning
     if metrics.get("time_breakdown"):
         metrics["time_breakdown"]["clean_up_s"] = cleaned
+        metrics["sweep_point"] = sweep_point(hydra_cfg)
         write_json(out_dir / METRICS_FILE, metrics)
     if metrics["status"] == "interrupted":
         stop_interrupted(metrics, out_dir, hydra_cfg, cfg.report.auto, exit_status())

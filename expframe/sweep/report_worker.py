@@ -103,14 +103,14 @@ class Worker:
         atexit.register(cls.stop)
 
     @classmethod
-    def report(cls, sweep_dir: Path) -> str | None:
+    def report(cls, paths: list[Path], out: Path) -> str | None:
         """The report's markdown, written by the worker; None when there is no worker to ask (the
         caller then writes it in this process). A report that failed raises SystemExit, as report()."""
         process, cls.process = cls.process, None
         if process is None or process.poll() is not None:
             return None
         try:
-            process.stdin.write(json.dumps({"paths": [str(sweep_dir)], "out": str(sweep_dir)}) + "\n")
+            process.stdin.write(json.dumps({"paths": [str(p) for p in paths], "out": str(out)}) + "\n")
             process.stdin.close()
             answer_line = process.stdout.readline()
         except OSError:
