@@ -69,17 +69,18 @@ def run_cli_in_process(*args: str) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
-def run_train_in_process(*args: str) -> subprocess.CompletedProcess:
+def run_train_in_process(*args: str, script: Path = ROOT / "train.py") -> subprocess.CompletedProcess:
     """`python train.py ARGS` through the same entry point in this process (runpy), its stdout (where
     Hydra's log goes) and stderr captured: for tests of what a command does, not of a process (its
-    start, its exit, its signals), each saves the interpreter's start and imports (~4 s)."""
+    start, its exit, its signals), each saves the interpreter's start and imports (~4 s). `script`:
+    a copy of train.py beside a copy of conf/, for a test that edits the configs."""
     from hydra.core.global_hydra import GlobalHydra
 
     argv, env, out, err, code = sys.argv, dict(os.environ), io.StringIO(), io.StringIO(), 0
     sys.argv = ["train.py", *args]
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+            runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
         if isinstance(e.code, str):

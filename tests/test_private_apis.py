@@ -19,10 +19,18 @@ from expframe.sweep.private_apis import (
 from tests.conftest import ROOT, run_cli_in_process
 
 
-def test_the_basic_sweeper_checks_each_batch_then_its_launcher_composes_each_job():
-    """compose_once.py keeps the configs `validate_batch_is_legal` composed and hands them to the
-    launcher through `load_sweep_config(master_config=..., sweep_overrides=...)`."""
-    assert "self.validate_batch_is_legal(" in inspect.getsource(BasicSweeper.sweep)
+def test_the_basic_sweeper_expands_its_grid_and_its_launcher_composes_each_job():
+    """compose_once.py plans the grid the basic sweeper expands (`_parse_config` + `split_arguments`),
+    saves multirun.yaml and raises a job's exception as upstream's `sweep` does, and hands the
+    launcher its configs through `load_sweep_config(master_config=..., sweep_overrides=...)`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    upstream = inspect.getsource(BasicSweeper.sweep)
+    assert "self._parse_config()" in upstream and 'OmegaConf.save(self.config, sweep_dir / "multirun.yaml")' in upstream
+    assert "_ = r.return_value" in upstream
+    overrides = OverridesParser.create().parse_overrides(["optimizer=sgd,adam", "seed=0,1", "epochs=2"])
+    [batch] = BasicSweeper.split_arguments(overrides, None)
+    assert batch[0] == ["optimizer=sgd", "seed=0", "epochs=2"] and len(batch) == 4
     assert "load_sweep_config(" in inspect.getsource(BasicLauncher.launch)
     params = inspect.signature(ConfigLoaderImpl.load_sweep_config).parameters
     assert {"master_config", "sweep_overrides"} <= set(params)

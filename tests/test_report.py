@@ -266,11 +266,11 @@ def test_the_report_worker_writes_the_report_it_is_asked_for(tmp_path):
     synthetic_runs(tmp_path / "s", 8)
     Worker.start()
     process = Worker.process
-    markdown = Worker.report(tmp_path / "s")
+    markdown = Worker.report([tmp_path / "s"], tmp_path / "s")
     assert process.wait(timeout=60) == 0 and Worker.process is None
     assert markdown.count("| 2   |") == 4 and (tmp_path / "s" / "summary.md").read_text() == markdown + "\n"
     assert (tmp_path / "s" / "figures" / "metrics.png").read_bytes()[:8] == PNG
-    assert Worker.report(tmp_path / "s") is None, "one report per worker; the caller writes any other"
+    assert Worker.report([tmp_path / "s"], tmp_path / "s") is None, "one report per worker; the caller writes any other"
 
 
 def test_a_worker_not_asked_ends_with_the_sweep():

@@ -8,6 +8,7 @@ HISTORY_FILE = "history.csv"  # one row per epoch, rewritten atomically after ea
 MODEL_FILE = "model.pt"  # the trained weights (a state dict, read with weights_only=True)
 CHECKPOINT_FILE = "last.ckpt"  # everything resume needs to continue exactly
 DEPLOY_FILE = "deploy.json"  # serving variants' size, accuracy and latency
+EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard's event files (one per writer)
 EMISSIONS_FILE = "emissions.csv"  # CodeCarbon's record of the run's energy
 LOCK_FILE = ".expframe.lock"  # the live process writing into a run or sweep folder
 HYDRA_DIR = Path(".hydra")

@@ -70,7 +70,8 @@ class RunText:
 class Recorder:
     """`logging`: the config's logging node (tensorboard, histogram_every, graph); `about`: what
     TensorBoard's text tab shows (the run's config as YAML, its environment); `layers`: the model's
-    weight layers, for readable histogram names."""
+    weight layers, for readable histogram names; `purge_step`: the first epoch of a run that continues
+    (or restarts) in a folder with earlier events, from which TensorBoard hides those."""
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class Recorder:
         about: "RunText",
         layers: list[nn.Module],
         hparams: bool = True,
+        purge_step: int | None = None,
     ) -> None:
         self.out_dir, self.swept, self.hparams = out_dir, swept, hparams
         self.histogram_every = logging.histogram_every
@@ -92,7 +94,7 @@ class Recorder:
             from torch.utils.tensorboard import SummaryWriter
 
             quiet_writer_thread_errors()
-            self.writer = SummaryWriter(log_dir=str(out_dir))
+            self.writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge_step)
             self.writer.add_text("config", f"```yaml\n{about.config_yaml()}\n```")
             self.writer.add_text("env", f"```json\n{json.dumps(about.env(), indent=2)}\n```")
             if logging.graph:

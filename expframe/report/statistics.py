@@ -232,11 +232,12 @@ def _cell(row: Delta) -> tuple[str, str]:
 
 
 def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, str], resolve: float):
-    """(markdown, long rows for deltas.csv, {figure: [Delta]}) against the baseline."""
+    """(markdown, long rows for deltas.csv, {figure: [Delta]}, the most seeds any figure needs)
+    against the baseline."""
     ok = df[df["status"] == "ok"]
     baseline, line = find_baseline(ok, keys, wanted)
     if baseline is None:
-        return line, [], {}
+        return line, [], {}, None
     shown = [f for f in chosen if f in DEFAULT_FIGURES] or chosen
     results = {f: deltas(ok, keys, f, baseline) for f in shown}
     counts = df.assign(**{k: df[k].astype(str) for k in keys}).groupby(keys, sort=False)["status"]
@@ -264,6 +265,7 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
             "\n\nLeft out as unreliable (their estimator could not hold; docs/shared-machines.md): "
             + ", ".join(f"{n} run(s) of {f}" for f, n in left_out.items() if n)
         )
+    most = None
     for f in shown:
         sd = pooled_sd(ok, keys, f)
         size = resolve if figures.figure(f).unit == "" and f.endswith("acc") else None
@@ -272,6 +274,7 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
             size = 0.1 * abs(base_mean) if base_mean else None
         needed = seeds_needed(sd, size) if size else None
         if needed:
+            most = max(most or 0, needed)
             what = f"{size * 100:g} point(s)" if f.endswith("acc") else f"{number(size, 3)} (10% of the baseline)"
             markdown += (
                 f"\n\nseeds needed to resolve {what} of {f} at this spread (sd {number(sd, 3)}, 80% power): {needed}"
@@ -288,7 +291,7 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
         for f in shown
         for r in results[f]
     ]
-    return markdown, long, results
+    return markdown, long, results, most
 
 
 def _tex(text: object) -> str:

@@ -23,6 +23,7 @@ from expframe.record.files import CONFIG_FILE, HISTORY_FILE, HYDRA_DIR, METRICS_
 from expframe.report.deploy_table import deploy_table, write_deploy_figure
 from expframe.report.format import ABSENT, as_text, number, plus_minus
 from expframe.report.green import early_stopping_savings, energy_footnote
+from expframe.report.grow import grow_command, sweep_folder
 from expframe.report.statistics import ablation_tables, best_table_tex
 
 log = logging.getLogger("expframe")
@@ -555,6 +556,18 @@ def _save(fig, path: Path, plt) -> Path:
     return path
 
 
+def grow_note(paths: list[Path], df, seeds_wanted: int | None) -> str:
+    """Where the seeds needed exceed the seeds run: the command that grows the sweep in place."""
+    seeds = sorted({int(s) for s in df["seed"].dropna()}) if "seed" in df.columns else []
+    folder = sweep_folder(paths)
+    if not seeds_wanted or seeds_wanted <= len(seeds) or folder is None:
+        return ""
+    command = grow_command(folder, seeds, seeds_wanted)
+    if command is None:
+        return ""
+    return f"\n\nto run {seeds_wanted} seeds, grow this sweep in its folder (only the new jobs train):\n\n    {command}"
+
+
 def report(
     paths: list[Path],
     out: Path,
@@ -639,8 +652,9 @@ def report(
         pivot = table[table["status"] == "ok"].pivot(index=keys[0], columns=keys[1], values=chosen[0])
         markdown += f"\n\n{chosen[0]} (rows {keys[0]}, columns {keys[1]}):\n\n{pivot.to_markdown()}"
     markdown += "".join(f"\n\n{line}" for line in optuna_best(paths, df))
-    ablation, long, results = ablation_tables(df, keys, chosen, baseline or project_defaults(), resolve)
+    ablation, long, results, seeds_wanted = ablation_tables(df, keys, chosen, baseline or project_defaults(), resolve)
     markdown += f"\n\n{ablation}"
+    markdown += grow_note(paths, df, seeds_wanted)
     savings = early_stopping_savings(df, keys)
     if savings:
         markdown += f"\n\n{savings}"

@@ -33,6 +33,7 @@ class ComposeOnceSweeper(BasicSweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         digest = resume.conf_digest(resume.config_dirs(self.config.hydra.runtime.config_sources))
         rerun_changed = bool(OmegaConf.select(self.config, "sweep.rerun_changed", default=False))
+        resume.ACTIVE = resume.Plan(sweep_dir, [], outside=0)  # refused: the end sums up no job
         plan = resume.plan(sweep_dir, grid, self._compose, digest, rerun_changed)
         resume.ACTIVE = plan
         log.info(plan.line())

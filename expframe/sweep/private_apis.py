@@ -3,9 +3,11 @@ name below says what it works around, and tests/test_private_apis.py fails when 
 behaviour it relies on changes (a Hydra or Python upgrade then fails CI here, not in a user's sweep).
 
 - `BasicSweeper` (hydra._internal.core_plugins): Hydra exports no base class for a sweeper that keeps
-  the basic sweeper's behaviour; compose_once.py subclasses it and swaps its config loader's
-  `load_sweep_config` so each job's config is composed once (upstream composes twice per job: once to
-  check the batch, once to launch it).
+  the basic sweeper's behaviour; compose_once.py subclasses it, expands the grid with its
+  `_parse_config` and `split_arguments`, replaces its `sweep` loop (to run only the points the sweep
+  folder lacks; it saves multirun.yaml and raises a job's exception as upstream does) and swaps its
+  config loader's `load_sweep_config` so each job's config is composed once (upstream composes twice
+  per job: once to check the batch, once to launch it).
 - `optuna_params_from_overrides` (hydra_optuna_sweeper._impl): the plugin's own parser of a search
   space, so a resumed grid study queues exactly the points the plugin would ask for.
 - `raised_in`: Hydra raises a plain ValueError for a misused flag (`--resolve` without `--cfg`), and

@@ -82,9 +82,10 @@ def config_hash(values: dict[str, object]) -> str:
 
 
 def identity(overrides: list[str]) -> dict[str, str]:
-    """What a command line says of one point: key -> value as typed, Hydra's own keys left out."""
-    pairs = (o.partition("=") for o in overrides)
-    return {k.lstrip("+~"): v for k, _, v in pairs if not k.lstrip("+~").startswith(("hydra.", "hydra/"))}
+    """What a command line says of one point: key -> value as typed, Hydra's own keys and the
+    sweep-level ones left out."""
+    pairs = [(k.lstrip("+~"), v) for k, _, v in (o.partition("=") for o in overrides)]
+    return {k: v for k, v in pairs if k.split(".")[0].split("/")[0] not in ("hydra", *SWEEP_LEVEL)}
 
 
 def quoted(name: str) -> str:
@@ -174,6 +175,7 @@ class Plan:
     sweep_dir: Path
     points: list[Point]
     outside: int  # job folders of the sweep folder that are not points of this grid
+    digest: str = ""
 
     def count(self, state: str) -> int:
         return sum(p.state == state for p in self.points)
@@ -196,6 +198,13 @@ class Plan:
 
     def folders(self) -> list[Path]:
         return [self.sweep_dir / p.folder for p in self.points]
+
+    def note_cluster_job(self, overrides: list[str], job_id: str) -> None:
+        """A SLURM job now runs the point launched with `overrides`: its claim names the job, so
+        the point stays held while the cluster runs it, whatever becomes of this process."""
+        point = next((p for p in self.to_run() if p.launch(self.digest) == list(overrides)), None)
+        if point is not None:
+            claims.note_slurm_job(self.sweep_dir, config_hash(point.values), job_id)
 
 
 def plan(
@@ -225,7 +234,8 @@ def plan(
         match_by_config(pending, [j for j in jobs if j.name not in used], used, compose, digest, rerun_changed)
         number_new(pending, jobs)
         claim(sweep_dir, pending)
-    return Plan(sweep_dir, points, outside=len([j for j in jobs if j.name not in {p.folder for p in points}]))
+    outside = len([j for j in jobs if j.name not in {p.folder for p in points}])
+    return Plan(sweep_dir, points, outside, digest)
 
 
 def match_by_config(

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf, open_dict
 from expframe.errors import ConfigError
 from expframe.record.files import METRICS_FILE
 from expframe.record.run_record import failure_record
+from expframe.sweep import resume
 from expframe.sweep.job_values import group_choices, objective, record_failure, swept_values
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class SqueueSlurmLauncher(SlurmLauncher):
         except (submitit.core.utils.FailedJobError, OSError) as e:  # no sbatch, or no cluster it can reach
             reason = " ".join(str(e).split())
             raise ConfigError("hydra/launcher", "submitit_slurm", f"sbatch refused the jobs ({reason[:200]})") from None
+        plan = resume.ACTIVE
+        if plan is not None and plan.sweep_dir.absolute() == sweep_dir.absolute():
+            for job, overrides in zip(jobs, job_overrides, strict=True):
+                plan.note_cluster_job(list(overrides), job.job_id)
         ended = wait_for(jobs)
         returns = []
         for job, overrides, idx in zip(jobs, job_overrides, indices, strict=True):

@@ -21,7 +21,7 @@ from expframe.measure.scoring import evaluate, task_figures
 from expframe.models.init import initialised_layers
 from expframe.record import catalogue as figures
 from expframe.record.atomic import write_json
-from expframe.record.files import EMISSIONS_FILE, METRICS_FILE, MODEL_FILE
+from expframe.record.files import EMISSIONS_FILE, EVENTS_GLOB, METRICS_FILE, MODEL_FILE
 from expframe.record.recorder import Recorder, RunText
 from expframe.record.run_record import run_record
 from expframe.record.weights import save_state_dict
@@ -131,7 +131,9 @@ def train(
     shown = {**(choices or {}), **{k: v for k, v in (swept or {}).items() if hparam_keys is None or k in hparam_keys}}
     about = RunText(config_yaml=lambda: OmegaConf.to_yaml(cfg), env=lambda: environment(device))
     layers = initialised_layers(run.net)
-    recorder = Recorder(cfg.logging, out_dir, run.net, run.val_x[:2], shown, about, layers, hparams=split is None)
+    # an earlier attempt's TensorBoard events in this folder are hidden from the first epoch this one logs
+    purge = resumed["epoch"] + 1 if resumed is not None else (0 if any(out_dir.glob(EVENTS_GLOB)) else None)
+    recorder = Recorder(cfg.logging, out_dir, run.net, run.val_x[:2], shown, about, layers, split is None, purge)
     with recorder:
         with EnergyMeter(cfg.energy, out_dir / EMISSIONS_FILE, threads) as meter:
             fitted = fit(run, recorder, meter, resumed)
