@@ -633,6 +633,43 @@ def slurm_cost(repeats: int, epochs: int) -> None:
     )
 
 
+def sweep_resume(jobs: int, repeats: int) -> dict[str, float]:
+    """Resuming a finished grid sweep (`hydra.sweep.dir=` its folder) against resuming a finished
+    one-job sweep, alternated within each repeat: the difference over the extra jobs is what a done
+    point costs (found by its recorded digest of conf/ and overrides: no data, no model, no
+    composition). Target: 0.02 s a job."""
+    tiny = (
+        "dataset=digits",
+        "epochs=1",
+        "logging.tensorboard=false",
+        "energy.track=false",
+        "checkpoint.save_model=false",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {n: Path(tmp) / f"sweep_{n}" for n in (jobs, 1)}
+        start = time.perf_counter()
+        for n, folder in folders.items():
+            command = [sys.executable, "train.py", "-m", f"seed=range(0,{n})", *tiny, f"hydra.sweep.dir={folder}"]
+            subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        made = time.perf_counter() - start
+        walls: dict[int, list[float]] = {jobs: [], 1: []}
+        for _ in range(repeats):
+            for n, folder in folders.items():
+                command = [sys.executable, "train.py", "-m", f"seed=range(0,{n})", *tiny, f"hydra.sweep.dir={folder}"]
+                start = time.perf_counter()
+                done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+                walls[n].append(time.perf_counter() - start)
+                assert f"{n} point{'s' if n > 1 else ''}: {n} done, 0 to continue, 0 new" in done.stdout + done.stderr
+    many, one = (statistics.median(walls[n]) for n in (jobs, 1))
+    per_job = (many - one) / (jobs - 1)
+    print(f"resuming a finished sweep (nothing to run), medians of {repeats}, {os.cpu_count()} cores")
+    print(
+        f"{jobs} done jobs {many:.2f} s, 1 done job {one:.2f} s (the process's start-up): "
+        f"{per_job * 1000:.1f} ms per done job (target 20 ms); the {jobs + 1} jobs took {made:.1f} s to train"
+    )
+    return {"many_s": many, "one_s": one, "per_job_s": per_job}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=60000)
@@ -662,7 +699,13 @@ def main(argv: list[str] | None = None) -> None:
         "--whole-process", action="store_true", help="only the card sweep, a single run and the per-job fixed cost"
     )
     parser.add_argument("--slurm", action="store_true", help="only SLURM against the basic launcher (in a cluster)")
+    parser.add_argument(
+        "--sweep-resume", type=int, metavar="JOBS", help="only resuming a finished JOBS-job sweep against a 1-job one"
+    )
     args = parser.parse_args(argv)
+    if args.sweep_resume:
+        sweep_resume(args.sweep_resume, args.repeats)
+        return
     if args.slurm:
         slurm_cost(args.repeats, args.epochs)
         return

@@ -106,6 +106,26 @@ def test_a_job_cancelled_with_scancel_is_recorded_and_the_others_finish(cluster,
     assert "interrupted" in summary
 
 
+def test_a_grown_sweep_submits_only_its_new_jobs(cluster, tmp_path):
+    """The grid resumes on SLURM as locally: the done jobs stay, one array of the new points is
+    submitted, and their claims name the cluster's jobs (a point stays held while SLURM runs it)."""
+    from expframe.sweep import claims
+
+    first = train(cluster, "-m", *ON_SLURM, *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    done = {p.name: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}
+    grown = train(cluster, "-m", *ON_SLURM, *TINY, "seed=0,1,2", f"hydra.sweep.dir={tmp_path}")
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    assert f"sweep {tmp_path}: 3 points: 2 done, 0 to continue, 1 new" in grown.stdout + grown.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("[01]_*/metrics.json")} == done
+    jobs = jobs_of(tmp_path)
+    assert [j["status"] for j in jobs] == ["ok"] * 3
+    first_array, new_job = (jobs[i]["env"]["slurm_job_id"].split("_")[0] for i in (0, 2))
+    assert new_job != first_array and jobs[1]["env"]["slurm_job_id"].split("_")[0] == first_array
+    held = [claims.Holder.read(c) for c in (tmp_path / claims.CLAIMS_DIR).glob("*.json")]
+    assert [h.slurm_job.split("_")[0] for h in held if h.folder.startswith("2_")] == [new_job]
+
+
 def wait_for_running_epochs(sweep: Path, num: int, env: dict, timeout: float = 120) -> str:
     """The SLURM id of the sweep's job `num`, once it has started its epochs."""
     deadline = time.monotonic() + timeout

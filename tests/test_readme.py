@@ -51,6 +51,8 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
         return args
     if args[:2] == ["-m", "tests.benchmark_images"]:
         return [*args[:2], "--images", "120", "--size", "32", "--epochs", "2"]
+    if args[:3] == ["-m", "tests.benchmark", "--sweep-resume"]:
+        return [*args[:3], "5", "--repeats", "1"]
     if args[:2] == ["-m", "tests.benchmark"]:
         return [
             *args,
@@ -117,6 +119,9 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root, tiny_image_root
         assert all(int(r[3]) == 1 for r in busy_default), "beside a busy loop per core: one thread"
         ratios = re.findall(r"epoch time ([\d.]+), energy ([\d.]+), wall ([\d.]+)", out.stdout)
         assert len(ratios) == 4 and all(float(v) > 0 for r in ratios for v in r)
+    elif "--sweep-resume" in args:
+        per_job = float(re.search(r"([\d.-]+) ms per done job", out.stdout).group(1))
+        assert "5 done jobs" in out.stdout and per_job < 1000, out.stdout
     elif "--report-time" in args:
         assert float(re.search(r"card sweep report \(this checkout\): ([\d.]+) s", out.stdout).group(1)) > 0
     elif "--whole-process" in args:

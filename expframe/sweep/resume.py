@@ -308,6 +308,8 @@ def number_new(pending: list[Point], jobs: list[JobFolder]) -> None:
             point.config.hydra.job.num = number
             point.config.hydra.job.id = str(number)
         point.folder = str(OmegaConf.select(point.config, "hydra.sweep.subdir"))
+        if "/" in point.folder:  # a resumed grid finds its jobs directly inside the sweep folder
+            raise ConfigError("hydra.sweep.subdir", point.folder, "must name one folder, directly in the sweep folder")
         number += 1
 
 
