@@ -64,3 +64,23 @@ def test_the_report_reads_an_old_sweep_folder(tmp_path, capsys):
     table = (tmp_path / "report" / "summary.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "| ok " in line]
     assert len(rows) >= 4 and "val_acc (rows activation, columns optimizer)" in table
+
+
+def test_an_old_sweep_resumes_by_its_configs_and_names_the_key_it_ran_without(tmp_path):
+    """Its jobs record no digest of conf/: they are compared by their saved configs. They ran before
+    energy.attribution existed (as `machine`): the command names that key, and with it finds them all."""
+    sweep = Path(shutil.copytree(SWEEP, tmp_path / "sweep"))
+    grid = ["-m", "optimizer=sgd,adam", "activation=relu,tanh", "dataset=digits", "epochs=1"]
+    grid += [
+        "logging.tensorboard=false",
+        "checkpoint.save_model=false",
+        "report.auto=false",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    out = run_train_in_process(*grid)
+    assert (
+        out.returncode == 1 and "4 job folder(s)" in out.stderr and "other values of energy.attribution " in out.stderr
+    )
+    out = run_train_in_process(*grid, "energy.attribution=machine")
+    assert out.returncode == 0, out.stderr
+    assert f"sweep {sweep}: 4 points: 4 done, 0 to continue, 0 new" in out.stdout

@@ -28,13 +28,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from expframe.errors import ConfigError
 from expframe.record.files import CONFIG_FILE, HYDRA_DIR, METRICS_FILE
 from expframe.sweep import claims
-from expframe.train.checkpoint import missing_keys, task_items
+from expframe.train.checkpoint import HOW_IT_RUNS, missing_keys, task_items
 
 log = logging.getLogger("expframe")
 
 DONE = ("ok", "diverged", "pruned")
 # keys that say how a command runs, not what its jobs train: never a reason to run a point again
-SWEEP_LEVEL = ("resume", "report", "sweep")
+SWEEP_LEVEL = HOW_IT_RUNS
 # carries the sweeping process's digest of conf/ to each job (hydra.job.env_set, so every launcher
 # passes it on): a job composed from other files than the plan saw records no sweep_point
 DIGEST_VAR = "EXPFRAME_CONF_DIGEST"

@@ -23,8 +23,11 @@ from expframe.record.files import CHECKPOINT_FILE, HYDRA_DIR
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-# keys that may differ between a run and its resumption
-MAY_CHANGE = ("epochs", "resume")
+# top-level keys that say how a command runs, not what it trains: never a difference between a run
+# and its resumption, nor between a sweep's job and its point (expframe.sweep.resume)
+HOW_IT_RUNS = ("resume", "report", "sweep")
+# and a resumed run may train for more epochs
+MAY_CHANGE = ("epochs",)
 
 
 def rng_state(batch_order: torch.Generator, augment: torch.Generator | None = None) -> dict:
@@ -92,8 +95,8 @@ def missing_keys(saved: dict) -> dict[str, object]:
 
 
 def differing_keys(saved: dict, cfg: DictConfig) -> list[str]:
-    """Dotted keys whose values differ between the checkpoint's config and this one (epochs and resume
-    may change)."""
+    """Dotted keys whose values differ between the checkpoint's config and this one (epochs may
+    grow; the keys of HOW_IT_RUNS never count)."""
     now = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in task_items(cfg)}
 
     def flat(node: object, prefix: str = "") -> dict:
@@ -102,7 +105,11 @@ def differing_keys(saved: dict, cfg: DictConfig) -> list[str]:
         return {prefix[:-1]: node}
 
     before, after = {**missing_keys(saved), **flat(saved)}, flat(now)
-    return sorted(k for k in before.keys() | after.keys() if k not in MAY_CHANGE and before.get(k) != after.get(k))
+    return sorted(
+        k
+        for k in before.keys() | after.keys()
+        if k not in MAY_CHANGE and k.split(".")[0] not in HOW_IT_RUNS and before.get(k) != after.get(k)
+    )
 
 
 def task_items(cfg: DictConfig) -> list[tuple[str, object]]:
