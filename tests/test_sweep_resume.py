@@ -296,3 +296,16 @@ def test_an_optuna_sweep_has_no_grow_command(tmp_path):
 def test_a_folder_name_passes_through_a_quoted_override_unchanged(name):
     value = OverridesParser.create().parse_override(f"hydra.sweep.subdir={resume.quoted(name)}").value()
     assert OmegaConf.create({"subdir": value}).subdir == name
+
+
+def test_a_claim_naming_a_folder_outside_the_sweep_is_not_followed(finished, tmp_path):
+    """A sweep folder someone sends is input: its claims cannot move a job out of it."""
+    sweep = copied(finished, tmp_path)
+    [folder] = names(sweep, "5_*")
+    shutil.rmtree(sweep / folder)
+    [claim] = [c for c in (sweep / claims.CLAIMS_DIR).glob("*.json") if claims.Holder.read(c).folder == folder]
+    claim.write_text(json.dumps({"folder": "../../escaped", "host": os.uname().nodename, "pid": 1, "start": 0}))
+    out = run_train_in_process("-m", *GRID, *TINY, f"hydra.sweep.dir={sweep}", "report.auto=false")
+    assert out.returncode == 0, out.stderr
+    assert trained(out.stdout) == [folder] and not (tmp_path / "escaped").exists()
+    assert claims.Holder.read(claim).folder == folder

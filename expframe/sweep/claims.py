@@ -46,12 +46,16 @@ class Holder:
 
     @classmethod
     def read(cls, path: Path) -> "Holder | None":
-        """None when the file is unreadable or not a claim (a half-written or foreign file)."""
+        """None when the file is unreadable or not a claim (a half-written or foreign file, or one
+        whose folder is not a name inside the sweep folder: a sent folder's claims are input too)."""
         try:
             data = json.loads(path.read_text())
-            return cls(**{k: data.get(k) for k in ("folder", "host", "pid", "start", "slurm_job")})
+            holder = cls(**{k: data.get(k) for k in ("folder", "host", "pid", "start", "slurm_job")})
         except (OSError, ValueError, TypeError, AttributeError):
             return None
+        folder = holder.folder
+        plain = isinstance(folder, str) and folder not in ("", ".", "..") and "/" not in folder and "\0" not in folder
+        return holder if plain else None
 
     def is_me(self) -> bool:
         mine = me()

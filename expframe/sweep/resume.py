@@ -234,8 +234,8 @@ def plan(
         match_by_config(pending, [j for j in jobs if j.name not in used], used, compose, digest, rerun_changed)
         number_new(pending, jobs)
         claim(sweep_dir, pending)
-    outside = len([j for j in jobs if j.name not in {p.folder for p in points}])
-    return Plan(sweep_dir, points, outside, digest)
+    named = {p.folder for p in points}
+    return Plan(sweep_dir, points, sum(j.name not in named for j in jobs), digest)
 
 
 def match_by_config(
@@ -254,6 +254,7 @@ def match_by_config(
             values[job.name] = saved
             by_hash.setdefault(config_hash(saved), []).append(job)
     changed: list[tuple[Point, JobFolder]] = []
+    identities: dict[str, dict | None] | None = None
     for point in pending:
         point.config = compose([*point.overrides, f"hydra.job.env_set.{DIGEST_VAR}={digest}"])
         point.values = compared(
@@ -270,8 +271,10 @@ def match_by_config(
             point.state, point.folder = ("done" if same[0].status in DONE else "continue"), same[0].name
             used.add(point.folder)
             continue
+        if identities is None:  # read once, and only when a point is neither done nor continued
+            identities = {j.name: j.overrides() for j in left if j.name in values}
         mine = identity(point.overrides)
-        other = next((j for j in left if j.name not in used and j.name in values and j.overrides() == mine), None)
+        other = next((j for j in left if j.name not in used and identities.get(j.name) == mine), None)
         if other is not None and not rerun_changed:
             changed.append((point, other))
             used.add(other.name)
