@@ -66,7 +66,11 @@ def test_a_run_reports_step_statistics_and_robust_epoch_times(tmp_path):
     assert m["epoch_wall_s"] > 0 and m["startup_s"] > 0 and m["machine_busy"] in (True, False)
     assert m["speed_unreliable"] is False and m["threads_from"] in ("torch default", "free cores")
     history = list(csv.DictReader(open(tmp_path / "history.csv")))
-    assert all(float(row["epoch_time_s"]) <= float(row["epoch_wall_s"]) * 1.01 for row in history)
+    # steps x the median of the clean steps against the steps' own wall: it counts the short last
+    # batch (13 of 64 samples here) as a whole step, and a median sits above the mean when a few
+    # steps are short, so it may pass the wall by a few percent (1.01 failed once in CI); double
+    # counting or a clock around more than the steps would pass it by far more
+    assert all(float(row["epoch_time_s"]) <= float(row["epoch_wall_s"]) * 1.15 for row in history)
 
 
 def test_one_slow_epoch_moves_the_mean_not_the_estimate():
