@@ -107,7 +107,6 @@ BAD = [
         ["hydra.sweep.dir", "already holds a sweep", "resumes through its storage"],
     ),
     (["-m", "seed=0,1", "sweep.rerun_changed=maybe"], ["sweep.rerun_changed='maybe'", "true or false"]),
-    (["-m", "seed=0,1", "sweep=5"], ["sweep.rerun_changed=null", "true or false"]),
     (["hydra.run.dir=conf"], ["hydra.run.dir", "holds other files"]),
     (["-m", "seed=0,1", "hydra.sweep.dir=expframe"], ["hydra.sweep.dir", "holds other files"]),
     # Hydra's own files stay in the job folder

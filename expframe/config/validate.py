@@ -87,7 +87,8 @@ RULES = (
     Rule("cv.folds", int, lambda v: v >= 2, "an integer >= 2 (folds), or null for off", optional=True),
     Rule("energy.track", bool, lambda v: True, "true or false"),
     Rule("report.auto", bool, lambda v: True, "true or false"),
-    Rule("sweep.rerun_changed", bool, lambda v: True, "true or false"),
+    # optional: run folders written before the key existed are checked by expframe-eval too
+    Rule("sweep.rerun_changed", bool, lambda v: True, "true or false", optional=True),
     Rule("dataset.source.test_size", int, lambda v: v >= 1, "an integer >= 1", optional=True),
     Rule("dataset.source.repeat", int, lambda v: v >= 1, "an integer >= 1", optional=True),
     Rule("dataset.source.n_train", int, lambda v: v >= 2, "an integer >= 2", optional=True),

@@ -29,11 +29,11 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def _owner() -> dict:
+def owner() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
 
 
-def _alive(holder: dict) -> bool:
+def alive(holder: dict) -> bool:
     """A holder on another host cannot be checked: presumed alive (its folder is on a shared disk)."""
     if holder.get("host") != socket.gethostname():
         return True
@@ -51,7 +51,7 @@ def acquire(folder: Path, key: str) -> None:
     """Takes `folder`'s lock for this process, or raises ConfigError naming the live holder."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
-    mine = _owner()
+    mine = owner()
     for _ in range(3):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -65,7 +65,7 @@ def acquire(folder: Path, key: str) -> None:
             if holder.get("host") == mine["host"] and holder.get("pid") == mine["pid"]:
                 _HELD.add(path)
                 return
-            if holder and _alive(holder):
+            if holder and alive(holder):
                 raise ConfigError(
                     key,
                     str(folder),

@@ -16,22 +16,16 @@ import fcntl
 import json
 import os
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from expframe.record.folder_lock import process_start
+from expframe.record import folder_lock
+from expframe.sweep.slurm_queue import RUNNING, queue_states
 
 CLAIMS_DIR = ".claims"
 LOCK_NAME = ".lock"
-# squeue's states of a job that may still write into its folder (slurm_launcher's list, in short)
-ACTIVE_SLURM = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
-
-
-def me() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
 
 
 @dataclass
@@ -58,38 +52,22 @@ class Holder:
         return holder if plain else None
 
     def is_me(self) -> bool:
-        mine = me()
+        mine = folder_lock.owner()
         return (self.host, self.pid, self.start) == (mine["host"], mine["pid"], mine["start"])
 
     def alive(self) -> bool:
-        if self.slurm_job and slurm_active(self.slurm_job):
-            return True
-        if self.host != socket.gethostname():
-            return not self.slurm_job  # a plain process elsewhere cannot be checked
-        try:
-            os.kill(int(self.pid), 0)
-        except (TypeError, ValueError, ProcessLookupError):
-            return False
-        except PermissionError:
-            pass
-        return self.start is None or process_start(int(self.pid)) == self.start
+        """A cluster job while squeue has it running; a process as a folder lock's holder is (a
+        process on another host cannot be checked: presumed alive, unless a cluster job was its)."""
+        if self.slurm_job:
+            state = (queue_states([self.slurm_job]) or {}).get(self.slurm_job, "")
+            if state.split(" ")[0] in RUNNING:
+                return True
+            if self.host != socket.gethostname():
+                return False
+        return folder_lock.alive({"host": self.host, "pid": self.pid, "start": self.start})
 
     def describe(self) -> str:
         return f"SLURM job {self.slurm_job}" if self.slurm_job else f"process {self.pid} on {self.host}"
-
-
-def slurm_active(job_id: str) -> bool:
-    """Whether squeue lists the job in a state that may still write; False without squeue."""
-    try:
-        out = subprocess.run(
-            ["squeue", "--noheader", "--states=all", "--format=%T", f"--jobs={job_id}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and any(line.strip() in ACTIVE_SLURM for line in out.stdout.splitlines())
 
 
 def path_of(sweep_dir: Path, config_hash: str) -> Path:
@@ -133,7 +111,7 @@ def take(sweep_dir: Path, config_hash: str, folder: str, finished: Callable[[str
             if finished(holder.folder):
                 return Claim("done", holder.folder)
             folder = holder.folder
-        write_claim(path, {"folder": folder, **me()})
+        write_claim(path, {"folder": folder, **folder_lock.owner()})
     return Claim("mine", folder)
 
 

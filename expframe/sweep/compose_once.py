@@ -71,5 +71,4 @@ class ComposeOnceSweeper(BasicSweeper):
 
 def first_number(batch: list[resume.Point]) -> int:
     """Hydra's job number of the batch's first job: its folder's, so a fresh sweep numbers as upstream."""
-    head = batch[0].folder.split("_", 1)[0] if batch else ""
-    return int(head) if head.isdigit() else 0
+    return (resume.job_number(batch[0].folder) if batch else None) or 0

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from expframe.errors import ConfigError
 from expframe.record.files import CONFIG_FILE, HYDRA_DIR, METRICS_FILE
 from expframe.sweep import claims
-from expframe.train.checkpoint import HOW_IT_RUNS, missing_keys, task_items
+from expframe.train.checkpoint import HOW_IT_RUNS, flat, missing_keys, task_items
 
 log = logging.getLogger("expframe")
 
@@ -64,12 +64,6 @@ def point_key(digest: str, overrides: list[str]) -> str:
     return hashlib.sha256("\0".join([digest, *overrides]).encode()).hexdigest()[:32]
 
 
-def flat(node: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
-
-
 def compared(task: dict) -> dict[str, object]:
     """A job's resolved task config as compared: flat, sweep-level keys left out, keys added to
     expframe after the folder was written given the value it ran with."""
@@ -96,6 +90,12 @@ def quoted(name: str) -> str:
     return "'" + text.replace("${", "\\${") + "'"
 
 
+def job_number(folder: str) -> int | None:
+    """Hydra's job number at the head of a job folder's name (`12_optimizer=adam` -> 12)."""
+    head = folder.split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 @dataclass
 class JobFolder:
     path: Path
@@ -108,8 +108,7 @@ class JobFolder:
 
     @property
     def number(self) -> int | None:
-        head = self.name.split("_", 1)[0]
-        return int(head) if head.isdigit() else None
+        return job_number(self.name)
 
     def values(self) -> dict[str, object] | None:
         """Its saved config as compared; None when it cannot be read (then it matches nothing)."""

@@ -11,7 +11,6 @@ result gets a metrics.json saying how, and the sweep goes on, as it does for a j
 import json
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,11 +26,10 @@ from expframe.record.files import METRICS_FILE
 from expframe.record.run_record import failure_record
 from expframe.sweep import resume
 from expframe.sweep.job_values import group_choices, objective, record_failure, swept_values
+from expframe.sweep.slurm_queue import RUNNING, queue_states
 
 log = logging.getLogger(__name__)
 
-RUNNING = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STOPPED"}
-RUNNING |= {"PREEMPTED", "REQUEUE_FED", "REQUEUE_HOLD", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
 RESULT_GRACE_S = 30.0  # a shared file system may show the result file after squeue shows COMPLETED
 INIT_KEYS = ("max_num_timeout", "python")  # the executor's own, given when it is made
 FILE_POLL_S = 0.2
@@ -136,21 +134,3 @@ def wait_for(jobs: list) -> dict[str, str | None]:
         if len(ended) == len(jobs):
             return ended
         time.sleep(FILE_POLL_S)
-
-
-_squeue_failed = False
-
-
-def queue_states(job_ids: list[str]) -> dict[str, str] | None:
-    """squeue's state of each job, finished ones included (for MinJobAge); None when squeue fails,
-    which is said once per process and then retried quietly."""
-    global _squeue_failed
-    bases = sorted({j.split("_")[0] for j in job_ids})
-    cmd = ["squeue", "--states=all", "--array", "--noheader", "--format=%i %T", f"--jobs={','.join(bases)}"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        if not _squeue_failed:
-            log.warning("squeue failed (%s); waiting on the jobs' result files", out.stderr.strip() or out.returncode)
-        _squeue_failed = True
-        return None
-    return dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if " " in line)

@@ -94,16 +94,17 @@ def missing_keys(saved: dict) -> dict[str, object]:
     }
 
 
+def flat(node: object, prefix: str = "") -> dict[str, object]:
+    """A nested config as dotted keys -> values."""
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
 def differing_keys(saved: dict, cfg: DictConfig) -> list[str]:
     """Dotted keys whose values differ between the checkpoint's config and this one (epochs may
     grow; the keys of HOW_IT_RUNS never count)."""
     now = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in task_items(cfg)}
-
-    def flat(node: object, prefix: str = "") -> dict:
-        if isinstance(node, dict):
-            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: node}
-
     before, after = {**missing_keys(saved), **flat(saved)}, flat(now)
     return sorted(
         k
