@@ -16,6 +16,7 @@ from expframe.config.dry_build import dry_build, machine_memory_bytes
 from expframe.deploy.serve import check_settings as check_deploy
 from expframe.errors import ConfigError
 from expframe.measure.energy import check_settings
+from expframe.measure.shift import check_settings as check_shift
 from expframe.record import catalogue as figures
 from expframe.train.augment import check_settings as check_augment
 from expframe.train.losses import check_class_weights
@@ -221,6 +222,7 @@ def validate(cfg: DictConfig) -> torch.device:
     check_settings(cfg.energy)
     check_deploy(cfg.deploy)
     check_augment(cfg.augment)
+    check_shift(cfg.get("shift"), cfg.dataset.get("input_shape"), str(cfg.dataset.source.get("_target_", "")))
     check_class_weights(cfg.loss)
     check_threads(cfg.device.get("threads"))
     check_data_size(cfg.dataset)

@@ -26,6 +26,9 @@ class DeviceData:
     positive: int = 1
     # a fixed validation set: the last `val_size` samples of the training set
     val_size: int | None = None
+    # float images: the per-channel mean and std (1, C, 1, 1) of their [0, 1] pixels that normalised them
+    pixel_mean: torch.Tensor | None = None
+    pixel_std: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -34,6 +37,20 @@ class DeviceData:
     @property
     def streamed(self) -> bool:
         return isinstance(self.train_x, ImageStore) and self.train_x.streamed
+
+    def test_pixels(self) -> torch.Tensor:
+        """The test images as 8-bit pixels on the device (N, C, H, W): an image folder's own bytes, the
+        other sets' [0, 1] values rounded to 1/255 (exact for MNIST's, which are k/255)."""
+        if isinstance(self.test_x, ImageStore):
+            return self.test_x.images.to(self.test_x.device)
+        pixels = self.test_x * self.pixel_std + self.pixel_mean
+        return (pixels * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+    def normalise_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """8-bit images -> the model's inputs, normalised as the test set is."""
+        if isinstance(self.test_x, ImageStore):
+            return self.test_x.normalise(pixels)
+        return (pixels.float() / 255 - self.pixel_mean) / self.pixel_std
 
 
 _CACHE: dict[tuple[str, str], DeviceData] = {}
@@ -64,6 +81,8 @@ def load(dataset: DictConfig, device: torch.device) -> DeviceData:
             mean = raw.train_x.mean(dim=dims, keepdim=True)
             std = raw.train_x.std(dim=dims, keepdim=True).clamp_min(1e-6)
             train_x, test_x = ((raw.train_x - mean) / std).to(device), ((raw.test_x - mean) / std).to(device)
+            if raw.layout == "NCHW":
+                about.update(pixel_mean=mean.to(device), pixel_std=std.to(device))
         _CACHE[key] = DeviceData(
             train_x, raw.train_y.to(device), test_x, raw.test_y.to(device), raw.num_classes, raw.layout, **about
         )

@@ -43,6 +43,8 @@ class Figure:
     report: bool = False
     # shown in the one-line summary of a run as `line=value` with this format
     line: str | None = None
+    # left out of that line when null (an evaluation the run did not ask for), not shown as n/a
+    line_if_set: bool = False
     fmt: str = ".4f"
     # the metrics.json flag that marks this figure unreliable in a run (FLAGS): left out of deltas,
     # never bolded, NaN to a sweeper
@@ -132,6 +134,18 @@ TASK_FIGURES = (
 # default report columns; a column null in every run (a multiclass sweep's binary figures) is left out
 REPORTED_TASK_FIGURES = ("f1", "recall", "specificity", "auroc")
 
+# The corruptions the shift evaluation knows (expframe/data/corruption_table.py holds their
+# parameters), by ImageNet-C's four families; each has its `shift_acc_<name>` figure. The first 14
+# are ImageNet-C's 15 but frost (its frost photographs are not ours to ship); speckle noise, gaussian
+# blur and saturate are its "extra" ones.
+CORRUPTION_FAMILIES = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
+    "weather": ("snow", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"),
+}
+CORRUPTIONS = tuple(name for names in CORRUPTION_FAMILIES.values() for name in names)
+
 
 FIGURES: tuple[Figure, ...] = (
     Figure("train_loss", "training loss", higher_is_better=False, per_epoch=True, tag="loss/train"),
@@ -193,6 +207,24 @@ FIGURES: tuple[Figure, ...] = (
                 report=name in REPORTED_TASK_FIGURES,
             ),
         )
+    ),
+    # the trained model on corrupted copies of the test set (expframe/measure/shift.py): null without `shift`
+    Figure(
+        "shift_acc",
+        "accuracy under shift (mean over corruptions and severities)",
+        higher_is_better=True,
+        summary="run",
+        hparam=True,
+        objective=True,
+        report=True,
+        line="shift_acc",
+        line_if_set=True,
+    ),
+    *(
+        Figure(
+            f"shift_acc_{name}", f"accuracy under {name} (mean over severities)", higher_is_better=True, summary="run"
+        )
+        for name in CORRUPTIONS
     ),
     Figure("lr", "learning rate", per_epoch=True, tag="lr", fmt=".3g"),
     Figure(
@@ -565,9 +597,10 @@ def format_value(f: Figure, value: float | None) -> str:
 
 def summary_line(metrics: dict) -> str:
     """`ok: val_acc=0.8875 test_acc=0.8540 epoch=0.023s ...`: the figures declared with a `line`."""
-    parts = [f"{f.line}={format_value(f, metrics.get(f.name))}" for f in FIGURES if f.line]
+    shown = [f for f in FIGURES if f.line and not (f.line_if_set and metrics.get(f.name) is None)]
+    parts = [f"{f.line}={format_value(f, metrics.get(f.name))}" for f in shown]
     if metrics.get("energy_method") and metrics.get("energy_kwh") is not None:
-        last_energy = max(i for i, f in enumerate(f for f in FIGURES if f.line) if f.unit in ENERGY_UNITS)
+        last_energy = max(i for i, f in enumerate(shown) if f.unit in ENERGY_UNITS)
         parts[last_energy] += f" ({metrics['energy_method']})"
     line = f"{metrics['status']}: " + " ".join(parts)
     if metrics.get("cv_folds"):
@@ -578,7 +611,7 @@ def summary_line(metrics: dict) -> str:
     if spent:
         names = {"process_startup_s": "start-up", "job_setup_s": "set-up", "training_steps_s": "steps"}
         names.update(evaluation_s="eval", logging_s="logging", bookkeeping_s="bookkeeping", clean_up_s="clean-up")
-        names.update(deploy_s="deploy")
+        names.update(deploy_s="deploy", shift_eval_s="shift")
         line += " time: " + " + ".join(f"{names[k]} {v:.2f}" for k, v in spent.items() if v is not None) + " s"
     return line + flag_notes(metrics)
 

@@ -7,6 +7,7 @@ METRICS_FILE = "metrics.json"  # status, figures, environment: one per run, writ
 HISTORY_FILE = "history.csv"  # one row per epoch, rewritten atomically after each
 MODEL_FILE = "model.pt"  # the trained weights (a state dict, read with weights_only=True)
 CHECKPOINT_FILE = "last.ckpt"  # everything resume needs to continue exactly
+SHIFT_FILE = "shift.json"  # accuracy per corruption and severity, and the corrupted inputs' hash
 DEPLOY_FILE = "deploy.json"  # serving variants' size, accuracy and latency
 EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard's event files (one per writer)
 EMISSIONS_FILE = "emissions.csv"  # CodeCarbon's record of the run's energy

@@ -135,6 +135,16 @@ class Recorder:
                         w.add_histogram(f"grads/{label}", param.grad, step)
         self.elapsed += time.perf_counter() - start
 
+    def shift(self, accuracy: dict[str, dict[int, float]]) -> None:
+        """`shift/<corruption>`: accuracy over severity (the step), one curve per corruption."""
+        if self.writer is None:
+            return
+        start = time.perf_counter()
+        for name, by_severity in accuracy.items():
+            for severity, acc in by_severity.items():
+                self.writer.add_scalar(f"shift/{name}", acc, severity)
+        self.elapsed += time.perf_counter() - start
+
     def finish(self, metrics: dict) -> None:
         """Final figures as scalars and, unless this run is one fold of a cross-validated job (whose
         job-level run has the row), the HParams row that lines it up with its sweep."""

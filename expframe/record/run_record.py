@@ -11,7 +11,7 @@ def run_record(status: str, summary: dict, error: str | None = None, **about: ob
     """metrics.json: one schema for every run, finished or failed (what is unknown is null)."""
     keys = (*figures.FLAGS, "peak_rss_scope", "init_hash", "seed", "device", "precision")
     keys += ("torch_threads", "threads_from", "other_cores_at_start", "energy_method", "energy_attribution")
-    keys += ("energy_sources",)
+    keys += ("energy_sources", "shift_inputs_sha256")
     return {
         "status": status,
         "error": error,

@@ -24,7 +24,10 @@ from expframe.report.deploy_table import deploy_table, write_deploy_figure
 from expframe.report.format import ABSENT, as_text, number, plus_minus
 from expframe.report.green import early_stopping_savings, energy_footnote
 from expframe.report.grow import grow_command, sweep_folder
-from expframe.report.statistics import ablation_tables, best_table_tex
+from expframe.report.plotting import min_max as _min_max
+from expframe.report.plotting import save as _save
+from expframe.report.robustness import heatmap, robustness_section, scored_corruptions, severity_curve
+from expframe.report.statistics import ablation_tables, best_table_tex, find_baseline
 
 log = logging.getLogger("expframe")
 
@@ -304,10 +307,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _min_max(values):
-    return values.min(), values.max()
-
-
 # the widest line of a label on a figure; a longer one wraps after a comma, never cut
 LABEL_WIDTH = 40
 
@@ -367,6 +366,10 @@ def write_figures(
         painters.append(lambda: _tradeoff(data, "energy_kwh", "test_acc", out / "accuracy_vs_energy.png", plt, sns))
     if forest:
         painters.append(lambda: write_forest(*forest, out / "deltas.png"))
+    corruptions = scored_corruptions(ok)
+    if corruptions:
+        painters.append(lambda: heatmap(data, corruptions, out / "shift_heatmap.png", plt, sns))
+        painters.append(lambda: severity_curve(data, out / "shift_severity.png", plt, sns))
     return [path for path in paint(painters, fork) if path is not None]
 
 
@@ -548,14 +551,6 @@ def _loss_curves(data) -> list[dict]:
     return rows
 
 
-def _save(fig, path: Path, plt) -> Path:
-    """Laid out when built (constrained layout, legends included), so one draw per figure; PNG's
-    fastest compression (a few KB more per figure, a fifth of the encoding time)."""
-    fig.savefig(path, dpi=110, pil_kwargs={"compress_level": 1})
-    plt.close(fig)
-    return path
-
-
 def grow_note(paths: list[Path], df, seeds_wanted: int | None) -> str:
     """Where the seeds needed exceed the seeds run: the command that grows the sweep in place."""
     seeds = sorted({int(s) for s in df["seed"].dropna()}) if "seed" in df.columns else []
@@ -596,8 +591,9 @@ def report(
         differ = ", ".join(varying)
         raise SystemExit(f"error: --by {unknown[0]}: not a config key of these runs; keys that differ: {differ}")
     known = figures.names(figures.in_summary())
-    task = figures.test_task_figures()  # null in every run of a multiclass sweep: no column
-    chosen = metrics or [m for m in figures.report_columns() if m not in task or df[m].notna().any()]
+    # null in every run of a multiclass sweep (the binary figures) or without `shift`: no column
+    when_set = [*figures.test_task_figures(), "shift_acc"]
+    chosen = metrics or [m for m in figures.report_columns() if m not in when_set or df[m].notna().any()]
     bad = [m for m in chosen if m not in known]
     if bad:
         raise SystemExit(f"error: --metrics {bad[0]}: choose from {', '.join(known)}")
@@ -661,11 +657,16 @@ def report(
     served = deploy_table(df, keys)
     if served:
         markdown += f"\n\n{served}"
+    ok = df[df["status"] == "ok"]
+    if scored_corruptions(df):
+        base, _ = find_baseline(ok, keys, baseline or project_defaults())
+        if base is not None or not [k for k in keys if k != "trial"]:
+            out.mkdir(parents=True, exist_ok=True)
+            markdown += "\n\n" + robustness_section(ok, keys, base or (), out)
     if long:
         import pandas as pd
 
         write_atomic(out / "deltas.csv", pd.DataFrame(long).to_csv(index=False))
-        ok = df[df["status"] == "ok"]
         write_atomic(out / "best.tex", best_table_tex(ok, keys, list(results)))
     if skipped:
         markdown += f"\n\nSkipped {len(skipped)} unreadable or malformed metrics.json (see the warnings):\n\n"

@@ -18,10 +18,12 @@ from expframe.measure.clocks import MachineLoad, machine_busy, speed_summary
 from expframe.measure.energy import EnergyMeter, energy_unreliable, warm_up_done
 from expframe.measure.memory import environment, process_age_s
 from expframe.measure.scoring import evaluate, task_figures
+from expframe.measure.shift import ShiftScores, chosen
+from expframe.measure.shift import score as score_shift
 from expframe.models.init import initialised_layers
 from expframe.record import catalogue as figures
 from expframe.record.atomic import write_json
-from expframe.record.files import EMISSIONS_FILE, EVENTS_GLOB, METRICS_FILE, MODEL_FILE
+from expframe.record.files import EMISSIONS_FILE, EVENTS_GLOB, METRICS_FILE, MODEL_FILE, SHIFT_FILE
 from expframe.record.recorder import Recorder, RunText
 from expframe.record.run_record import run_record
 from expframe.record.weights import save_state_dict
@@ -147,6 +149,12 @@ def train(
                     test_scores, test_confusion = task_figures(logits, run.data.test_y, run.data.positive, "test")
                     eval_time += time.perf_counter() - start
         energy = meter.figures()
+        shifted, shift_time = None, None
+        if fitted.status == "ok" and chosen(cfg.get("shift")):
+            start = time.perf_counter()
+            shifted = score_shift(run.model, run.data, cfg.shift, run.amp)
+            recorder.shift(shifted.accuracy)
+            shift_time = time.perf_counter() - start
         peaks = run.memory.read()
         speed = speed_summary(
             # a checkpoint from before epoch_wall_s has the wall time under epoch_time_s
@@ -179,6 +187,7 @@ def train(
             **energy,
             "energy_eval_kwh": eval_energy(fitted.history, meter.energy("test") if test_acc is not None else 0.0),
             "chance_acc": majority_rate(run.data.test_y),
+            **(shifted.figures() if shifted else ShiftScores.none()),
         }
         saved = cfg.checkpoint.save_model and fitted.status == "ok"
         breakdown = {
@@ -189,6 +198,8 @@ def train(
             "evaluation_s": eval_time,
             "logging_s": recorder.elapsed,
         }
+        if shift_time is not None:
+            breakdown["shift_eval_s"] = shift_time
         metrics = run_record(
             fitted.status,
             figures.summarise(fitted.history, computed),
@@ -209,6 +220,7 @@ def train(
             energy_attribution=energy["energy_attribution"],
             energy_sources=energy["energy_sources"],
             model_file=MODEL_FILE if saved else None,
+            shift_inputs_sha256=shifted.inputs_sha256 if shifted else None,
             swept=swept or {},
             choices=choices or {},
             env=environment(device),
@@ -223,6 +235,8 @@ def train(
         recorder.finish(metrics)
     if saved:
         save_state_dict(out_dir / MODEL_FILE, run.net.state_dict())
+    if shifted:
+        write_json(out_dir / SHIFT_FILE, shifted.as_json())
     if after is not None and fitted.status == "ok":
         served = after(run.net, run.data.test_x[:], run.data.test_y, out_dir)
         breakdown["deploy_s"] = served.pop("deploy_time_s")
