@@ -11,7 +11,7 @@ from expframe.models import build_model
 from expframe.train.setup import model_inputs
 from tests.conftest import CONF, make_cfg, run_cli
 
-GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "loss", "precision", "device", "augment"]
+GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "loss", "precision", "device", "augment", "shift"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -43,7 +43,8 @@ def test_every_group_has_its_options():
     assert names["precision"] == {"fp32", "fp16", "bf16"}
     assert names["device"] == {"auto", "cpu", "cuda"}
     assert names["model"] == {"mlp", "cnn", "resnet"}
-    assert names["augment"] == {"none", "basic"}
+    assert names["augment"] == {"none", "basic", "crop"}
+    assert names["shift"] == {"none", "standard", "noise", "blur", "weather", "digital"}
     assert names["loss"] == {"cross_entropy"}
 
 

@@ -120,6 +120,14 @@ BAD = [
     (["dataset.source.test_size=100000"], ["dataset.source.test_size", "at most"]),
     (["energy.tracking_mode=everything"], ["energy.tracking_mode", "machine"]),
     (["energy.country_iso_code=france"], ["energy.country_iso_code", "3-letter"]),
+    # the shift evaluation: names, severities, and corruptions the data cannot take
+    (["shift=standard", "shift.corruptions=[gaussian_noise,frost]"], ["shift.corruptions='frost'", "gaussian_noise"]),
+    (["shift=noise", "shift.severities=[0,3]"], ["shift.severities=0", "1-5"]),
+    (["shift=noise", "shift.severities=[6]"], ["shift.severities=6", "1-5"]),
+    (["shift=noise", "shift.severities=[high]"], ["shift.severities='high'", "1-5"]),
+    (["shift=digital", "shift.corruptions=[contrast,saturate]"], ["shift.corruptions='saturate'", "3-channel", "1"]),
+    (["shift=blur", "dataset=synthetic"], ["shift='blur'", "synthetic"]),
+    (["shift=fancy"], ["shift", "fancy"]),
     # values of the older table's kinds, through the same path
     (["optimizer.lr=-1"], ["optimizer.lr", "> 0"]),
     (["epochs=0"], ["epochs", ">= 1"]),

@@ -82,7 +82,14 @@ def load(path: Path) -> dict:
 
 
 # keys added after some checkpoints were written, with the value that reproduces how such a run ran
-ADDED_SINCE = {"energy.attribution": "machine"}
+ADDED_SINCE = {
+    "energy.attribution": "machine",
+    # no shift evaluation (conf/shift/none.yaml)
+    "shift.name": "none",
+    "shift.corruptions": [],
+    "shift.severities": [],
+    "shift.cache_mb": 0,
+}
 
 
 def missing_keys(saved: dict) -> dict[str, object]:
