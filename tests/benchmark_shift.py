@@ -31,13 +31,16 @@ from expframe.data.device_data import load
 from expframe.measure import shift
 from tests.conftest import ROOT, make_cfg
 
-# the corruptions a student finds as per-image transforms (torchvision, PIL) or writes in one numpy line
+# the corruptions a student applies per image with torchvision's v2 transforms, PIL, or imagecorruptions'
+# own numpy/scipy lines (every one whose reference needs no OpenCV, ImageMagick or scikit-image)
 PER_IMAGE = (
     "gaussian_noise",
     "shot_noise",
     "impulse_noise",
     "gaussian_blur",
+    "zoom_blur",
     "contrast",
+    "elastic_transform",
     "pixelate",
     "jpeg_compression",
 )
@@ -56,6 +59,8 @@ def per_image_transform(name: str, severity: int, side: int, rng: np.random.Gene
         return v2.Compose([v2.GaussianBlur(2 * radius + 1, p["sigma"]), to_tensor])
     if name == "jpeg_compression":
         return v2.Compose([v2.JPEG(int(p["quality"])), to_tensor])
+    if name == "contrast":
+        return v2.Compose([to_tensor, v2.Lambda(lambda x: v2.functional.adjust_contrast(x, p["factor"]))])
 
     def numpy_line(image: Image.Image) -> torch.Tensor:
         x = np.asarray(image, dtype=np.float32) / 255
@@ -64,8 +69,27 @@ def per_image_transform(name: str, severity: int, side: int, rng: np.random.Gene
         elif name == "impulse_noise":
             hit = rng.random(x.shape) < p["amount"]
             x = np.where(hit, (rng.random(x.shape) < 0.5).astype(np.float32), x)
-        elif name == "contrast":
-            x = (x - x.mean()) * p["factor"] + x.mean()
+        elif name == "zoom_blur":  # imagecorruptions' clipped_zoom, scipy's zoom per factor
+            from scipy.ndimage import zoom
+
+            out = x.copy()
+            for factor in np.arange(1, p["max_zoom"], p["step"]):
+                crop = int(np.ceil(side / factor))
+                top = (side - crop) // 2
+                zoomed = zoom(x[top : top + crop, top : top + crop], factor, order=1)
+                trim = (zoomed.shape[0] - side) // 2
+                out += zoomed[trim : trim + side, trim : trim + side]
+            x = out / (len(np.arange(1, p["max_zoom"], p["step"])) + 1)
+        elif name == "elastic_transform":  # imagecorruptions' lines, scipy for scikit-image's gaussian
+            from scipy.ndimage import gaussian_filter, map_coordinates
+
+            dx, dy = (
+                gaussian_filter(rng.uniform(-p["max_shift"], p["max_shift"], x.shape), p["sigma"], truncate=3)
+                * p["alpha"]
+                for _ in range(2)
+            )
+            rows, cols = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+            x = map_coordinates(x, (rows + dy, cols + dx), order=1, mode="reflect")
         elif name == "pixelate":
             small = image.resize((int(side * p["keep"]),) * 2, Image.BOX)
             x = np.asarray(small.resize((side, side), Image.BOX), dtype=np.float32) / 255

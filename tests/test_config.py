@@ -11,7 +11,19 @@ from expframe.models import build_model
 from expframe.train.setup import model_inputs
 from tests.conftest import CONF, make_cfg, run_cli
 
-GROUPS = ["dataset", "model", "activation", "optimizer", "scheduler", "init", "loss", "precision", "device", "augment", "shift"]
+GROUPS = [
+    "dataset",
+    "model",
+    "activation",
+    "optimizer",
+    "scheduler",
+    "init",
+    "loss",
+    "precision",
+    "device",
+    "augment",
+    "shift",
+]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 

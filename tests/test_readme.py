@@ -51,6 +51,8 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
         return args
     if args[:2] == ["-m", "tests.benchmark_images"]:
         return [*args[:2], "--images", "120", "--size", "32", "--epochs", "2"]
+    if args[:2] == ["-m", "tests.benchmark_shift"]:
+        return [*args[:2], "--images", "200", "--repeats", "1", "--no-run"]
     if args[:3] == ["-m", "tests.benchmark", "--sweep-resume"]:
         return [*args[:3], "5", "--repeats", "1"]
     if args[:2] == ["-m", "tests.benchmark"]:

@@ -8,7 +8,8 @@ baseline is 100 by definition, as AlexNet is for ImageNet-C). The relative CE su
 clean error first: sum_s (E(f, c, s) - E(f, clean)) / sum_s (E(base, c, s) - E(base, clean)). Both are
 computed from metrics.json alone: with the same severities in both runs, the sums' ratio is the ratio
 of the means, `1 - shift_acc_<c>`, averaged over a configuration's seeds. A corruption that costs the
-baseline nothing has no relative CE (the ratio is undefined): it is left out of that mean and counted.
+baseline exactly nothing has no relative CE (the ratio is undefined): it is left out of that mean, and
+the report says so; one that costs it less than `--resolve` is kept, as defined, with a warning.
 """
 
 import json
@@ -40,9 +41,10 @@ def _config_means(ok, keys: list[str], columns: list[str]):
     return means.reset_index()
 
 
-def corruption_errors(ok, keys: list[str], baseline: tuple) -> tuple[object, list[str]]:
+def corruption_errors(ok, keys: list[str], baseline: tuple, resolve: float = 0.01) -> tuple[object, list[str]]:
     """One row per configuration: n, clean accuracy, shift_acc, mCE, relative_mCE (percent) and each
-    corruption's CE and relative CE; and the lines that say what was left out."""
+    corruption's CE and relative CE; and the lines that say what to read with care: a relative CE
+    whose baseline loses less than `resolve` under the corruption divides by a noise-sized drop."""
     corruptions = scored_corruptions(ok)
     columns = ["test_acc", "shift_acc", *(f"shift_acc_{c}" for c in corruptions)]
     table = _config_means(ok, keys, columns)
@@ -54,6 +56,7 @@ def corruption_errors(ok, keys: list[str], baseline: tuple) -> tuple[object, lis
         return None, ["no robustness table: the baseline configuration has no finished run with shift figures"]
     base = base_row.iloc[0]
     undefined: dict[str, int] = {}
+    small = [c for c in corruptions if 0 < base["test_acc"] - base[f"shift_acc_{c}"] < resolve]
     for i, row in table.iterrows():
         ce, rel = [], []
         for c in corruptions:
@@ -64,16 +67,22 @@ def corruption_errors(ok, keys: list[str], baseline: tuple) -> tuple[object, lis
             error, base_error = 1 - acc, 1 - base_acc
             ce.append(100 * error / base_error if base_error > 0 else math.nan)
             drop, base_drop = row["test_acc"] - acc, base["test_acc"] - base_acc
-            rel.append(100 * drop / base_drop if base_drop > 0 else math.nan)
-            if base_drop <= 0:
+            rel.append(100 * drop / base_drop if base_drop != 0 else math.nan)
+            if base_drop == 0:
                 undefined[c] = 1
             table.loc[i, f"CE_{c}"], table.loc[i, f"relative_CE_{c}"] = ce[-1], rel[-1]
         table.loc[i, "mCE"] = _mean(ce)
         table.loc[i, "relative_mCE"] = _mean(rel)
     if undefined:
         notes.append(
-            "relative mCE leaves out " + ", ".join(undefined) + ": the baseline's accuracy under it is not below "
-            "its clean accuracy (no drop to compare with)"
+            "relative mCE leaves out " + ", ".join(undefined) + ": the baseline's accuracy under it equals its "
+            "clean accuracy (no drop to divide by)"
+        )
+    if small:
+        notes.append(
+            f"read relative mCE with care: the baseline loses less than {resolve * 100:g} point(s) (--resolve) under "
+            + ", ".join(small)
+            + ", so their relative CE divides by a drop the size of the noise (each is in robustness.csv)"
         )
     ordered = [*keys, "n", "test_acc", "shift_acc", "mCE", "relative_mCE"]
     ordered += [f"{kind}{c}" for c in corruptions for kind in ("CE_", "relative_CE_")]
@@ -89,9 +98,9 @@ def _mean(values: list[float]) -> float:
     return sum(kept) / len(kept) if kept else math.nan
 
 
-def robustness_section(ok, keys: list[str], baseline: tuple, out: Path) -> str:
+def robustness_section(ok, keys: list[str], baseline: tuple, out: Path, resolve: float) -> str:
     """robustness.csv in `out`, and the report's markdown section: one row per configuration."""
-    table, notes = corruption_errors(ok, keys, baseline)
+    table, notes = corruption_errors(ok, keys, baseline, resolve)
     if table is None:
         return notes[0]
     write_atomic(out / "robustness.csv", table.to_csv(index=False))

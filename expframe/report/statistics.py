@@ -285,7 +285,9 @@ def ablation_tables(df, keys: list[str], chosen: list[str], wanted: dict[str, st
     elif len(keys) >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            markdown += "".join(f"\n\n{line}" for line in main_effects(ok, keys, shown[0]))
+            # and robustness's, when the runs were scored under shift: which axis moves it is the question
+            effects = [shown[0], *(["shift_acc"] if "shift_acc" in shown[1:] else [])]
+            markdown += "".join(f"\n\n{line}" for figure in effects for line in main_effects(ok, keys, figure))
     long = [
         {**dict(zip(keys, r.config, strict=True)), **{k: v for k, v in vars(r).items() if k != "config"}}
         for f in shown

@@ -662,7 +662,7 @@ def report(
         base, _ = find_baseline(ok, keys, baseline or project_defaults())
         if base is not None or not [k for k in keys if k != "trial"]:
             out.mkdir(parents=True, exist_ok=True)
-            markdown += "\n\n" + robustness_section(ok, keys, base or (), out)
+            markdown += "\n\n" + robustness_section(ok, keys, base or (), out, resolve)
     if long:
         import pandas as pd
 
