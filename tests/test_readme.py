@@ -132,6 +132,9 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root, tiny_image_root
             assert label in out.stdout, out.stdout
         assert float(re.search(r"single run / hand-written = ([\d.]+)", out.stdout).group(1)) > 0
         assert 0 < float(re.search(r"report on disk\): ([\d.]+) s", out.stdout).group(1)) < 10
+    elif args[:2] == ["-m", "tests.benchmark_shift"]:
+        assert float(re.search(r"ratio ([\d.]+)x faster", out.stdout).group(1)) > 1, out.stdout
+        assert re.search(r"all of shift=standard \(70 pairs\): [\d.]+ s", out.stdout), out.stdout
     elif args[:2] == ["-m", "tests.benchmark"]:
         rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("a_", "b_", "c_"))]
         assert [r[0] for r in rows] == ["a_course_loop", "b_expframe", "c_floor"]
