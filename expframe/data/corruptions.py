@@ -62,10 +62,10 @@ def shot_noise(x: torch.Tensor, p: dict, gen: torch.Generator) -> torch.Tensor:
 
 
 def impulse_noise(x: torch.Tensor, p: dict, gen: torch.Generator) -> torch.Tensor:
-    """scikit-image's salt and pepper: `amount` of the values replaced, half by 1 and half by 0."""
-    hit = _uniform(x.shape, gen, x.device) < p["amount"]
-    salt = _uniform(x.shape, gen, x.device) < 0.5
-    return torch.where(hit, salt.to(x.dtype), x)
+    """scikit-image's salt and pepper: `amount` of the values replaced, half by 0 and half by 1 (one
+    uniform draw decides both whether and which)."""
+    draw = _uniform(x.shape, gen, x.device)
+    return torch.where(draw < p["amount"], (draw >= p["amount"] / 2).to(x.dtype), x)
 
 
 def speckle_noise(x: torch.Tensor, p: dict, gen: torch.Generator) -> torch.Tensor:

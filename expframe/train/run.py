@@ -149,13 +149,14 @@ def train(
                     test_scores, test_confusion = task_figures(logits, run.data.test_y, run.data.positive, "test")
                     eval_time += time.perf_counter() - start
         energy = meter.figures()
+        peaks = run.memory.read()
+        # after the memory peaks are read: the corrupted sets are the evaluation's, not the training's
         shifted, shift_time = None, None
         if fitted.status == "ok" and chosen(cfg.get("shift")):
             start = time.perf_counter()
             shifted = score_shift(run.model, run.data, cfg.shift, run.amp)
             recorder.shift(shifted.accuracy)
             shift_time = time.perf_counter() - start
-        peaks = run.memory.read()
         speed = speed_summary(
             # a checkpoint from before epoch_wall_s has the wall time under epoch_time_s
             [row.get("epoch_wall_s", row["epoch_time_s"]) for row in fitted.history],
