@@ -109,6 +109,7 @@ def test_a_job_cancelled_with_scancel_is_recorded_and_the_others_finish(cluster,
 def test_a_grown_sweep_submits_only_its_new_jobs(cluster, tmp_path):
     """The grid resumes on SLURM as locally: the done jobs stay, one array of the new points is
     submitted, and their claims name the cluster's jobs (a point stays held while SLURM runs it)."""
+    from expframe.record.files import CLAIMS_DIR
     from expframe.sweep import claims
 
     first = train(cluster, "-m", *ON_SLURM, *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path}")
@@ -122,7 +123,7 @@ def test_a_grown_sweep_submits_only_its_new_jobs(cluster, tmp_path):
     assert [j["status"] for j in jobs] == ["ok"] * 3
     first_array, new_job = (jobs[i]["env"]["slurm_job_id"].split("_")[0] for i in (0, 2))
     assert new_job != first_array and jobs[1]["env"]["slurm_job_id"].split("_")[0] == first_array
-    held = [claims.Holder.read(c) for c in (tmp_path / claims.CLAIMS_DIR).glob("*.json")]
+    held = [claims.Holder.read(c) for c in (tmp_path / CLAIMS_DIR).glob("*.json")]
     assert [h.slurm_job.split("_")[0] for h in held if h.folder.startswith("2_")] == [new_job]
 
 

@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from expframe.record import folder_lock
+from expframe.record.files import CLAIMS_DIR
 from expframe.report.grow import grow_command, more_seeds
 from expframe.sweep import claims, resume
 from expframe.sweep.private_apis import BasicSweeper
@@ -113,7 +114,7 @@ def test_a_sweep_killed_mid_job_trains_only_what_is_missing_and_equals_one_never
     assert sorted(trained(out.stdout)) == sorted(p.name for p in sweep.glob("[345]_*"))
     assert f"continuing the job from {job3 / 'last.ckpt'}" in out.stdout
     assert {p.name: snapshot(p) for p in sweep.glob("[012]_*")} == finished_jobs, "finished jobs untouched"
-    held = {h.folder: h.pid for h in map(claims.Holder.read, (sweep / claims.CLAIMS_DIR).glob("*.json"))}
+    held = {h.folder: h.pid for h in map(claims.Holder.read, (sweep / CLAIMS_DIR).glob("*.json"))}
     assert sorted(held) == sorted(p.name for p in sweep.glob("*_*"))
     taken = sorted(folder for folder, pid in held.items() if pid == os.getpid())
     assert taken == sorted(p.name for p in sweep.glob("[345]_*")), "the dead process's unfinished points taken over"
@@ -177,7 +178,7 @@ def test_a_point_a_live_process_runs_is_left_to_it_and_a_dead_ones_is_taken_over
         out = run_train_in_process("-m", *GRID, *TINY, f"hydra.sweep.dir={sweep}", "report.auto=false")
         assert trained(out.stdout) == names(sweep, "5_*optimizer=adam,seed=2")
         [folder] = names(sweep, "5_*")
-        [claim] = [c for c in (sweep / claims.CLAIMS_DIR).glob("*.json") if claims.Holder.read(c).folder == folder]
+        [claim] = [c for c in (sweep / CLAIMS_DIR).glob("*.json") if claims.Holder.read(c).folder == folder]
         shutil.rmtree(next(sweep.glob("5_*")))
         holder = {"folder": folder, "host": os.uname().nodename, "pid": live.pid}
         claim.write_text(json.dumps({**holder, "start": folder_lock.process_start(live.pid)}))
@@ -303,7 +304,7 @@ def test_a_claim_naming_a_folder_outside_the_sweep_is_not_followed(finished, tmp
     sweep = copied(finished, tmp_path)
     [folder] = names(sweep, "5_*")
     shutil.rmtree(sweep / folder)
-    [claim] = [c for c in (sweep / claims.CLAIMS_DIR).glob("*.json") if claims.Holder.read(c).folder == folder]
+    [claim] = [c for c in (sweep / CLAIMS_DIR).glob("*.json") if claims.Holder.read(c).folder == folder]
     claim.write_text(json.dumps({"folder": "../../escaped", "host": os.uname().nodename, "pid": 1, "start": 0}))
     out = run_train_in_process("-m", *GRID, *TINY, f"hydra.sweep.dir={sweep}", "report.auto=false")
     assert out.returncode == 0, out.stderr

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from expframe.errors import ConfigError
 from expframe.record import folder_lock
 from expframe.record.atomic import check_writable
-from expframe.record.files import HYDRA_DIR, LOCK_FILE, METRICS_FILE, MODEL_FILE, MULTIRUN_FILE
+from expframe.record.files import CLAIMS_DIR, HYDRA_DIR, LOCK_FILE, METRICS_FILE, MODEL_FILE, MULTIRUN_FILE
 
 
 def check_output_folder(key: str, where: object) -> Path:
@@ -87,7 +87,8 @@ def check_sweep_folder(key: str, path: Path, optuna: bool) -> None:
     grid's points); anything else must be a new or empty folder. An Optuna study resumes through its
     storage, in a new sweep folder: its trials are not points a folder can be matched by."""
     jobs = [p.name for p in path.iterdir() if (p / HYDRA_DIR).is_dir()] if path.is_dir() else []
-    if not jobs and not (path / MULTIRUN_FILE).is_file():
+    # a sweep that claimed its first points has .claims/ before any job folder or multirun.yaml
+    if not jobs and not (path / MULTIRUN_FILE).is_file() and not (path / CLAIMS_DIR).is_dir():
         check_own_folder(key, path)
     elif optuna:
         raise ConfigError(

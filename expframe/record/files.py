@@ -11,6 +11,7 @@ SHIFT_FILE = "shift.json"  # accuracy per corruption and severity, and the corru
 DEPLOY_FILE = "deploy.json"  # serving variants' size, accuracy and latency
 EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard's event files (one per writer)
 EMISSIONS_FILE = "emissions.csv"  # CodeCarbon's record of the run's energy
+CLAIMS_DIR = ".claims"  # a sweep folder's per-point claims (expframe.sweep.claims), made before its first job
 LOCK_FILE = ".expframe.lock"  # the live process writing into a run or sweep folder
 HYDRA_DIR = Path(".hydra")
 CONFIG_FILE = HYDRA_DIR / "config.yaml"  # the job's resolved config (Hydra)

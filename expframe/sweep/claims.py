@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from expframe.record import folder_lock
+from expframe.record.files import CLAIMS_DIR
 from expframe.sweep.slurm_queue import RUNNING, queue_states
 
-CLAIMS_DIR = ".claims"
 LOCK_NAME = ".lock"
 
 
