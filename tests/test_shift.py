@@ -3,6 +3,7 @@ a sweep, and the report's mCE, heatmap and severity curve, checked against an in
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,11 @@ def test_a_chunk_is_corrupted_by_its_own_generator():
 
 @pytest.fixture(scope="module")
 def shift_sweep(tmp_path_factory) -> Path:
-    """Two configurations x two seeds on the default data, scored under shift=standard, in one process."""
+    """Two configurations x two seeds on the default data, scored under shift=standard, in one process
+    whose kept sets are emptied first (another test of this process may have made them)."""
+    from expframe.measure import shift
+
+    shift._SETS.clear()
     path = tmp_path_factory.mktemp("shift_sweep")
     out = run_train_in_process(
         "-m", "shift=standard", "optimizer=sgd,adam", "seed=0,1", "epochs=2", f"hydra.sweep.dir={path}"
@@ -186,7 +191,7 @@ def test_without_shift_figures_the_report_shows_none_of_it(grid_sweep):
 
 @pytest.mark.slow
 def test_the_preset_runs_and_its_report_ranks_robustness(tmp_path):
-    """The preset at its smallest (1 epoch, one seed, batchnorm and dropout held): 8 jobs, one report."""
+    """The preset at its smallest (1 epoch, one seed, batchnorm, dropout and activation held): 4 jobs."""
     out = run_train_in_process(
         "-m",
         "+experiment=shift_axes",
@@ -194,12 +199,14 @@ def test_the_preset_runs_and_its_report_ranks_robustness(tmp_path):
         "epochs=1",
         "model.batchnorm=false",
         "model.dropout=0.0",
+        "activation=relu",
         f"hydra.sweep.dir={tmp_path}",
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert len(_runs(tmp_path)) == 8 and len({r["shift_inputs_sha256"] for r in _runs(tmp_path)}) == 1
+    assert len(_runs(tmp_path)) == 4 and len({r["shift_inputs_sha256"] for r in _runs(tmp_path)}) == 1
     summary = (tmp_path / "summary.md").read_text()
-    assert "Robustness under shift (14 corruptions)" in summary and "relu         | default | none      | 1" in summary
+    assert "Robustness under shift (14 corruptions)" in summary
+    assert re.search(r"\| default\s+\| none\s+\| 1\s+\| [\d.]+\s+\| [\d.]+\s+\| 100\.0\s+\| 100\.0", summary), summary
 
 
 def test_the_preset_crosses_the_practicals_axes_under_shift():
