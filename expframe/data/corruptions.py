@@ -116,13 +116,18 @@ def glass_blur(x: torch.Tensor, p: dict, gen: torch.Generator) -> torch.Tensor:
     x = _blur(x, p["sigma"])
     n, _, h, w = x.shape
     delta = p["max_delta"]
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
-    base = torch.stack([xs, ys], -1).float()
+    base = _pixels(h, w, x.device)
     for _ in range(int(p["iterations"])):
         offsets = (_uniform((n, h, w, 2), gen, x.device) * 2 - 1) * delta
         offsets = offsets.floor() if delta >= 1 else offsets
         x = _resample(x, base + offsets)
     return _blur(x, p["sigma"])
+
+
+def _pixels(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Every pixel's own position (H, W, 2 as x, y): where an unmoved pixel samples from."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return torch.stack([xs, ys], -1).float()
 
 
 def _resample(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -235,8 +240,7 @@ def elastic_transform(x: torch.Tensor, p: dict, gen: torch.Generator) -> torch.T
     n, _, h, w = x.shape
     field = (_uniform((n, 2, h, w), gen, x.device) * 2 - 1) * p["max_shift"]
     field = _blur(field, p["sigma"], truncate=3) * p["alpha"]
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
-    return _resample(x, torch.stack([xs, ys], -1).float() + field.permute(0, 2, 3, 1))
+    return _resample(x, _pixels(h, w, x.device) + field.permute(0, 2, 3, 1))
 
 
 def pixelate(x: torch.Tensor, p: dict, gen: torch.Generator) -> torch.Tensor:
