@@ -1,0 +1,84 @@
+"""Drift detectors: has the data a trained model now meets moved away from the data it was checked on?
+
+Each detector takes the reference features (the run's own validation split: never data the model
+trained on) and a window of new features, and returns the same `Verdict` (statistic, p-value, the
+threshold the p-value is compared with, drift or not), as Rabanser et al.'s "Failing Loudly"
+(NeurIPS 2019) and alibi-detect frame them:
+
+- `ks`: BBSD, a two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp) on each softmax output
+  dimension, Bonferroni over the dimensions (alibi-detect's KSDrift: p = 0.05 / dimensions);
+- `mmd`: the squared maximum mean discrepancy between the penultimate-layer embeddings (unbiased
+  estimate), a Gaussian kernel with alibi-detect's median-heuristic bandwidth, its p-value by
+  permutation (alibi-detect's MMDDrift: 100 permutations), computed in torch on the features' device.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Verdict:
+    detector: str
+    statistic: float
+    p_value: float
+    # the p-value below which the window drifted (alpha, after Bonferroni where it applies)
+    threshold: float
+    drift: bool
+
+
+def ks(reference: torch.Tensor, new: torch.Tensor, alpha: float = ALPHA) -> Verdict:
+    """BBSD: KS on each of the k softmax outputs; drift when the smallest p-value < alpha / k. The
+    statistic is the largest KS distance, the p-value the smallest one (not multiplied: the threshold is)."""
+    from scipy.stats import ks_2samp
+
+    ref, cur = reference.double().cpu().numpy(), new.double().cpu().numpy()
+    tests = [ks_2samp(ref[:, j], cur[:, j]) for j in range(ref.shape[1])]
+    threshold = alpha / len(tests)
+    p_value = min(float(t.pvalue) for t in tests)
+    return Verdict("ks", max(float(t.statistic) for t in tests), p_value, threshold, p_value < threshold)
+
+
+def median_bandwidth(reference: torch.Tensor, new: torch.Tensor) -> float:
+    """alibi-detect's median heuristic: sigma² = half the median squared distance between reference and
+    new samples, so the kernel exp(-d² / (2 sigma²)) is exp(-d² / that median)."""
+    return float(torch.cdist(reference, new).square().median().clamp_min(1e-12)) / 2
+
+
+def mmd2(kernel: torch.Tensor, n: int) -> torch.Tensor:
+    """Unbiased MMD² of the first n rows against the rest, from their pooled kernel matrix."""
+    m = len(kernel) - n
+    xx, yy, xy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
+    return (
+        (xx.sum() - xx.diagonal().sum()) / (n * (n - 1))
+        + (yy.sum() - yy.diagonal().sum()) / (m * (m - 1))
+        - 2 * xy.mean()
+    )
+
+
+def mmd(
+    reference: torch.Tensor,
+    new: torch.Tensor,
+    permutations: int = 100,
+    alpha: float = ALPHA,
+    generator: torch.Generator | None = None,
+) -> Verdict:
+    """MMD² with a Gaussian kernel (median-heuristic bandwidth on the pooled features), p-value by
+    permutation: (1 + permutations whose MMD² >= the observed one) / (1 + permutations), so it is
+    never 0; its Monte-Carlo standard error is sqrt(p (1 - p) / permutations)."""
+    pooled = torch.cat([reference, new]).double()
+    sigma2 = median_bandwidth(reference.double(), new.double())
+    kernel = torch.exp(-torch.cdist(pooled, pooled).square() / (2 * sigma2))
+    n = len(reference)
+    observed = mmd2(kernel, n)
+    at_least = 0
+    for _ in range(permutations):
+        order = torch.randperm(len(pooled), generator=generator, device="cpu").to(pooled.device)
+        at_least += int(mmd2(kernel[order][:, order], n) >= observed)
+    p_value = (1 + at_least) / (1 + permutations)
+    return Verdict("mmd", float(observed), p_value, alpha, p_value < alpha)
+
+
+DETECTORS = {"ks": ks, "mmd": mmd}
