@@ -1,6 +1,8 @@
 """The drift detectors against independent computations (scipy's KS, a direct numpy MMD²) and on
 data that did and did not move."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -52,3 +54,17 @@ def test_mmd_sees_a_moved_embedding_and_alarms_at_its_nominal_rate_on_resamples(
     assert sum(v.drift for v in draws) <= 5, "40 pairs at p = 0.05: P(6 or more false alarms) is 1.4%"
     moved = mmd(torch.randn(100, 16, generator=gen), torch.randn(100, 16, generator=gen) + 0.5, generator=perm)
     assert moved.drift and moved.p_value == 1 / 101, "no permutation reaches a real shift"
+
+
+def test_features_are_the_softmax_and_the_heads_inputs():
+    from expframe.measure.features import features
+
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12), torch.nn.ReLU())
+    head = torch.nn.Linear(12, 10)
+    model = torch.nn.Sequential(body, head)
+    x = torch.randn(3000, 1, 8, 8)
+    got = features(model, x, contextlib.nullcontext())
+    with torch.inference_mode():
+        assert torch.allclose(got.embedding, body(x)) and torch.allclose(got.softmax, head(body(x)).softmax(1))
+    assert len(got) == 3000 and len(got.window(100, 300)) == 200 and not model.training
