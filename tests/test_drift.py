@@ -68,3 +68,20 @@ def test_features_are_the_softmax_and_the_heads_inputs():
     with torch.inference_mode():
         assert torch.allclose(got.embedding, body(x)) and torch.allclose(got.softmax, head(body(x)).softmax(1))
     assert len(got) == 3000 and len(got.window(100, 300)) == 200 and not model.training
+
+
+def test_a_stream_is_scored_window_by_window_and_a_shift_is_seen():
+    from expframe.measure.drift import window_rows
+    from expframe.measure.features import Features
+
+    gen = torch.Generator().manual_seed(0)
+    reference = Features(softmax_like(400, 0.0, 1), torch.randn(400, 8, generator=gen))
+    clean = Features(softmax_like(250, 0.0, 2), torch.randn(250, 8, generator=gen))
+    moved = Features(softmax_like(250, 0.3, 3), torch.randn(250, 8, generator=gen) + 1.0)
+    labels = torch.zeros(250, dtype=torch.long)
+    rows = list(window_rows(reference, moved, 100, labels, generator=torch.Generator().manual_seed(4)))
+    assert [r["n"] for r in rows] == [100, 100, 50] and [r["window"] for r in rows] == [0, 1, 2]
+    assert all(r["ks_drift"] and r["mmd_drift"] for r in rows)
+    assert all(abs(sum(r[f"share_{c}"] for c in range(10)) - 1) < 1e-9 for r in rows)
+    quiet = list(window_rows(reference, clean, 250, generator=torch.Generator().manual_seed(5)))
+    assert len(quiet) == 1 and "accuracy" not in quiet[0] and not quiet[0]["mmd_drift"]

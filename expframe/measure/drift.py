@@ -12,9 +12,12 @@ threshold the p-value is compared with, drift or not), as Rabanser et al.'s "Fai
   permutation (alibi-detect's MMDDrift: 100 permutations), computed in torch on the features' device.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+from expframe.measure.features import Features
 
 ALPHA = 0.05
 
@@ -84,3 +87,41 @@ def mmd(
 
 
 DETECTORS = {"ks": ks, "mmd": mmd}
+
+
+def window_rows(
+    reference: Features,
+    new: Features,
+    window: int,
+    labels: torch.Tensor | None = None,
+    permutations: int = 100,
+    generator: torch.Generator | None = None,
+) -> Iterator[dict]:
+    """One row per window of `window` new samples, in order (a stream): n, mean confidence, the
+    predicted-class shares, accuracy when labels exist, and each detector's statistic, p-value,
+    threshold and verdict. The last, shorter window is scored too when it holds at least 2 samples."""
+    classes = reference.softmax.shape[1]
+    for number, start in enumerate(range(0, len(new), window)):
+        part = new.window(start, start + window)
+        if len(part) < 2:
+            break
+        predicted = part.softmax.argmax(1)
+        row: dict = {"window": number, "n": len(part), "confidence": float(part.softmax.max(1).values.mean())}
+        shares = torch.bincount(predicted, minlength=classes).double() / len(part)
+        row.update({f"share_{c}": float(shares[c]) for c in range(classes)})
+        if labels is not None:
+            row["accuracy"] = float((predicted.cpu() == labels[start : start + window].cpu()).double().mean())
+        verdicts = (
+            ks(reference.softmax, part.softmax),
+            mmd(reference.embedding, part.embedding, permutations, generator=generator),
+        )
+        for v in verdicts:
+            row.update(
+                {
+                    f"{v.detector}_statistic": v.statistic,
+                    f"{v.detector}_p_value": v.p_value,
+                    f"{v.detector}_threshold": v.threshold,
+                    f"{v.detector}_drift": v.drift,
+                }
+            )
+        yield row
