@@ -85,3 +85,35 @@ def test_a_stream_is_scored_window_by_window_and_a_shift_is_seen():
     assert all(abs(sum(r[f"share_{c}"] for c in range(10)) - 1) < 1e-9 for r in rows)
     quiet = list(window_rows(reference, clean, 250, generator=torch.Generator().manual_seed(5)))
     assert len(quiet) == 1 and "accuracy" not in quiet[0] and not quiet[0]["mmd_drift"]
+
+
+@pytest.mark.slow
+def test_the_monitor_raises_no_alarm_on_clean_test_windows_and_alarms_on_noise(tmp_path):
+    import json
+
+    from expframe.cli.monitor import main
+    from tests.conftest import run_train_in_process
+
+    run = tmp_path / "run"
+    assert run_train_in_process(f"hydra.run.dir={run}").returncode == 0
+    with pytest.raises(SystemExit) as noisy:
+        main(
+            [
+                str(run),
+                "--data",
+                "test",
+                "--corrupt",
+                "gaussian_noise:4",
+                "--window",
+                "250",
+                "--out",
+                str(tmp_path / "n"),
+            ]
+        )
+    assert noisy.value.code == 3
+    alerts = [json.loads(line) for line in (tmp_path / "n" / "alerts.jsonl").read_text().splitlines()]
+    assert len(alerts) == 4 and all(a["ks_drift"] and a["mmd_drift"] for a in alerts)
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "n" / "monitor.csv")
+    assert list(rows["window"]) == [0, 1, 2, 3] and rows["mmd_drift"].all()
