@@ -108,6 +108,7 @@ def test_the_monitor_raises_no_alarm_on_clean_test_windows_and_alarms_on_noise(t
                 "250",
                 "--out",
                 str(tmp_path / "n"),
+                "--save-features",
             ]
         )
     assert noisy.value.code == 3
@@ -117,3 +118,13 @@ def test_the_monitor_raises_no_alarm_on_clean_test_windows_and_alarms_on_noise(t
 
     rows = pd.read_csv(tmp_path / "n" / "monitor.csv")
     assert list(rows["window"]) == [0, 1, 2, 3] and rows["mmd_drift"].all()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "n")).Reload()
+    assert [round(e.value, 6) for e in events.Scalars("monitor/ks/p_value")] == [
+        round(p, 6) for p in rows["ks_p_value"]
+    ]
+    saved = np.load(tmp_path / "n" / "features.npz")
+    first = saved["new_softmax"][:250]
+    recomputed = min(ks_2samp(saved["reference_softmax"][:, j], first[:, j]).pvalue for j in range(first.shape[1]))
+    assert recomputed == pytest.approx(rows["ks_p_value"][0], rel=1e-6), "the saved features give the same p-value"

@@ -35,6 +35,7 @@ log = logging.getLogger("expframe")
 DRIFT_EXIT = 3
 MONITOR_FILE = "monitor.csv"
 ALERTS_FILE = "alerts.jsonl"
+FEATURES_FILE = "features.npz"
 
 
 def parse_corruption(text: str | None) -> tuple[str, int] | None:
@@ -88,12 +89,30 @@ def monitor(args) -> int:
     new = features(net, data.normalise_pixels(pixels), amp)
     out = args.out or args.run_dir / "monitor" / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     out.mkdir(parents=True, exist_ok=False)
+    if args.save_features:  # anyone can recompute every statistic from these
+        import numpy as np
+
+        np.savez(
+            out / FEATURES_FILE,
+            reference_softmax=reference.softmax.cpu().numpy(),
+            reference_embedding=reference.embedding.cpu().numpy(),
+            new_softmax=new.softmax.cpu().numpy(),
+            new_embedding=new.embedding.cpu().numpy(),
+            window=args.window,
+        )
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(out))
     rows, drifted = [], 0
     generator = torch.Generator().manual_seed(0)
     for row in window_rows(reference, new, args.window, labels, args.permutations, generator):
         row = {"time": datetime.datetime.now().isoformat(timespec="seconds"), **row}
         rows.append(row)
         write_csv(out / MONITOR_FILE, rows)
+        writer.add_scalar("monitor/confidence", row["confidence"], row["window"])
+        for detector in ("ks", "mmd"):
+            writer.add_scalar(f"monitor/{detector}/p_value", row[f"{detector}_p_value"], row["window"])
+        writer.flush()
         alarm = row["ks_drift"] or row["mmd_drift"]
         print(
             f"window {row['window']}: n={row['n']} confidence={row['confidence']:.3f}"
@@ -104,6 +123,7 @@ def monitor(args) -> int:
         if alarm:
             drifted += 1
             alert(out, row, args)
+    writer.close()
     return drifted
 
 
