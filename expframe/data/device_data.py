@@ -38,13 +38,19 @@ class DeviceData:
     def streamed(self) -> bool:
         return isinstance(self.train_x, ImageStore) and self.train_x.streamed
 
-    def test_pixels(self) -> torch.Tensor:
-        """The test images as 8-bit pixels on the device (N, C, H, W): an image folder's own bytes, the
-        other sets' [0, 1] values rounded to 1/255 (exact for MNIST's, which are k/255)."""
-        if isinstance(self.test_x, ImageStore):
-            return self.test_x.images.to(self.test_x.device)
-        pixels = self.test_x * self.pixel_std + self.pixel_mean
+    def pixels(self, x: "torch.Tensor | ImageStore", idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows of `x` (the test set, or the training set's `idx`) as 8-bit pixels on the device (N, C, H, W):
+        an image folder's own bytes, the other sets' [0, 1] values rounded to 1/255 (exact for MNIST's,
+        which are k/255)."""
+        if isinstance(x, ImageStore):
+            images = x.images if idx is None else x.images[idx.to(x.images.device)]
+            return images.to(x.device)
+        rows = x if idx is None else x[idx.to(x.device)]
+        pixels = rows * self.pixel_std + self.pixel_mean
         return (pixels * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+    def test_pixels(self) -> torch.Tensor:
+        return self.pixels(self.test_x)
 
     def normalise_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """8-bit images -> the model's inputs, normalised as the test set is."""

@@ -12,7 +12,7 @@ threshold the p-value is compared with, drift or not), as Rabanser et al.'s "Fai
   permutation (alibi-detect's MMDDrift: 100 permutations), computed in torch on the features' device.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -86,7 +86,14 @@ def mmd(
     return Verdict("mmd", float(observed), p_value, alpha, p_value < alpha)
 
 
-DETECTORS = {"ks": ks, "mmd": mmd}
+# each detector as the monitor calls it: (reference features, new features) -> Verdict; BBSD reads
+# the softmax outputs, the MMD the embeddings
+DETECTORS: dict[str, Callable[..., Verdict]] = {
+    "ks": lambda ref, new, **_: ks(ref.softmax, new.softmax),
+    "mmd": lambda ref, new, permutations, generator: mmd(
+        ref.embedding, new.embedding, permutations, generator=generator
+    ),
+}
 
 
 def window_rows(
@@ -94,6 +101,7 @@ def window_rows(
     new: Features,
     window: int,
     labels: torch.Tensor | None = None,
+    detectors: Sequence[str] = ("ks", "mmd"),
     permutations: int = 100,
     generator: torch.Generator | None = None,
 ) -> Iterator[dict]:
@@ -111,11 +119,8 @@ def window_rows(
         row.update({f"share_{c}": float(shares[c]) for c in range(classes)})
         if labels is not None:
             row["accuracy"] = float((predicted.cpu() == labels[start : start + window].cpu()).double().mean())
-        verdicts = (
-            ks(reference.softmax, part.softmax),
-            mmd(reference.embedding, part.embedding, permutations, generator=generator),
-        )
-        for v in verdicts:
+        for name in detectors:
+            v = DETECTORS[name](reference, part, permutations=permutations, generator=generator)
             row.update(
                 {
                     f"{v.detector}_statistic": v.statistic,

@@ -226,6 +226,46 @@ FIGURES: tuple[Figure, ...] = (
         )
         for name in CORRUPTIONS
     ),
+    # a retraining's gate (expframe/train/retrain.py, retrain.json): null in an ordinary run
+    Figure(
+        "retrain_gain",
+        "retraining: accuracy gained on the new data's held-out split (retrained - parent)",
+        higher_is_better=True,
+        summary="run",
+        hparam=True,
+        objective=True,
+        report=True,
+        line="gain",
+        line_if_set=True,
+    ),
+    Figure(
+        "retrain_forgetting",
+        "retraining: accuracy lost on the original test split (parent - retrained)",
+        higher_is_better=False,
+        summary="run",
+        hparam=True,
+        objective=True,
+        report=True,
+        line="forgetting",
+        line_if_set=True,
+    ),
+    Figure(
+        "retrain_new_acc",
+        "retraining: the retrained model's accuracy on the new data's held-out split",
+        higher_is_better=True,
+        summary="run",
+        hparam=True,
+        objective=True,
+    ),
+    Figure(
+        "retrain_promoted",
+        "retraining: 1 when the gate promoted the retrained model, 0 when it kept the parent",
+        higher_is_better=True,
+        summary="run",
+        line="promoted",
+        line_if_set=True,
+        fmt=".0f",
+    ),
     Figure("lr", "learning rate", per_epoch=True, tag="lr", fmt=".3g"),
     Figure(
         "epoch_time_s",

@@ -8,6 +8,8 @@ HISTORY_FILE = "history.csv"  # one row per epoch, rewritten atomically after ea
 MODEL_FILE = "model.pt"  # the trained weights (a state dict, read with weights_only=True)
 CHECKPOINT_FILE = "last.ckpt"  # everything resume needs to continue exactly
 SHIFT_FILE = "shift.json"  # accuracy per corruption and severity, and the corrupted inputs' hash
+RETRAIN_FILE = "retrain.json"  # a retraining's gate: both models' figures, the decision, the parent
+REJECTED_MODEL_FILE = "rejected.pt"  # a retraining the gate rejected, kept beside (never model.pt)
 DEPLOY_FILE = "deploy.json"  # serving variants' size, accuracy and latency
 EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard's event files (one per writer)
 EMISSIONS_FILE = "emissions.csv"  # CodeCarbon's record of the run's energy

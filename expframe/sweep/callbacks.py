@@ -11,6 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expframe.config.added_keys import check_added_keys
 from expframe.config.output_folders import check_name, check_outputs
+from expframe.config.retrain_parent import check_retrain
 from expframe.config.validate import validate
 from expframe.data.availability import check_available
 from expframe.errors import ConfigError, short_reason
@@ -35,6 +36,7 @@ def check_config(cfg: DictConfig, sweep: bool = False) -> None:
         if "hydra" in cfg:
             check_added_keys(list(cfg.hydra.overrides.task), dict(cfg.hydra.runtime.choices))
         validate(cfg)
+        check_retrain(cfg)
         if cfg.get("resume"):
             check_resumable(cfg)
         if sweep:

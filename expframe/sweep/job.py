@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from expframe.config.retrain_parent import check_retrain
 from expframe.config.validate import validate
 from expframe.deploy.serve import deploy
 from expframe.errors import ConfigError, short_reason
@@ -56,6 +57,7 @@ def train_job(
     the job's set-up (`job_setup_s`)."""
     started = time.perf_counter()
     validate(cfg)
+    check_retrain(cfg)
     after = serving_step(cfg.deploy)
     if cfg.cv.folds:
         return cross_validate(cfg, out_dir, swept, launcher_threads, choices, hparam_keys, after)

@@ -89,16 +89,28 @@ ADDED_SINCE = {
     "shift.corruptions": [],
     "shift.severities": [],
     "shift.cache_mb": 0,
+    # an ordinary run (no retraining)
+    "retrain.from": None,
+    "retrain.new": None,
+    "retrain.mix": 0.5,
+    "retrain.holdout": 0.5,
+    "retrain.lr": None,
+    "retrain.gate.min_gain": 0.02,
+    "retrain.gate.max_forgetting": 0.02,
 }
 
 
 def missing_keys(saved: dict) -> dict[str, object]:
     """The ADDED_SINCE keys a checkpoint's config lacks, with the values it ran with."""
-    return {
-        dotted: value
-        for dotted, value in ADDED_SINCE.items()
-        if dotted.split(".")[-1] not in (saved.get(dotted.split(".")[0]) or {})
-    }
+    return {dotted: value for dotted, value in ADDED_SINCE.items() if not _has(saved, dotted.split("."))}
+
+
+def _has(node: object, parts: list[str]) -> bool:
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def flat(node: object, prefix: str = "") -> dict[str, object]:

@@ -27,6 +27,7 @@ from expframe.record.recorder import Recorder
 from expframe.train import checkpoint
 from expframe.train.augment import RandomResizedCropFlip
 from expframe.train.early_stopping import EarlyStopping
+from expframe.train.retrain import Retraining
 from expframe.train.runtime import synchronize
 from expframe.train.steps import Step
 
@@ -65,6 +66,8 @@ class Run:
     config: dict | None  # the resolved config each checkpoint saves for resume to compare; None: no checkpoints
     augment: RandomResizedCropFlip | None = None
     class_weights: list[float] | None = None
+    # a retraining run's parent weights and the gate's held-out data (retrain.from); None otherwise
+    retraining: Retraining | None = None
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -23,11 +23,11 @@ from expframe.measure.shift import score as score_shift
 from expframe.models.init import initialised_layers
 from expframe.record import catalogue as figures
 from expframe.record.atomic import write_json
-from expframe.record.files import EMISSIONS_FILE, EVENTS_GLOB, METRICS_FILE, MODEL_FILE, SHIFT_FILE
+from expframe.record.files import EMISSIONS_FILE, EVENTS_GLOB, METRICS_FILE, MODEL_FILE, RETRAIN_FILE, SHIFT_FILE
 from expframe.record.recorder import Recorder, RunText
 from expframe.record.run_record import run_record
 from expframe.record.weights import save_state_dict
-from expframe.train import checkpoint
+from expframe.train import checkpoint, retrain
 from expframe.train.loop import fit, restore
 from expframe.train.runtime import apply_threads, resolve_device
 from expframe.train.setup import Split, setup
@@ -141,12 +141,17 @@ def train(
             fitted = fit(run, recorder, meter, resumed)
             test_acc, eval_time = None, fitted.eval_time_s
             test_scores, test_confusion = {k: None for k in figures.test_task_figures()}, None
+            gated = None
             if fitted.status == "ok":
                 fitted.stopper.restore(run.net)
                 with meter.phase("test"):
                     start = time.perf_counter()
                     _, test_acc, logits = evaluate(run.model, run.loss_fn, run.data.test_x, run.data.test_y, run.amp)
                     test_scores, test_confusion = task_figures(logits, run.data.test_y, run.data.positive, "test")
+                    if run.retraining is not None:  # both models on the original test and the new held-out data
+                        gated = retrain.gate(
+                            run.retraining, cfg.retrain, run.net, run.loss_fn, run.data.test_x, run.data.test_y, run.amp
+                        )
                     eval_time += time.perf_counter() - start
         energy = meter.figures()
         peaks = run.memory.read()
@@ -189,8 +194,13 @@ def train(
             "energy_eval_kwh": eval_energy(fitted.history, meter.energy("test") if test_acc is not None else 0.0),
             "chance_acc": majority_rate(run.data.test_y),
             **(shifted.figures() if shifted else ShiftScores.none()),
+            **retrain.figures(gated),
         }
         saved = cfg.checkpoint.save_model and fitted.status == "ok"
+        # a retraining the gate rejects is kept beside, never as the model.pt other tools serve
+        model_file = gated["model"] if gated else MODEL_FILE
+        if gated and not saved:
+            gated["model"] = None
         breakdown = {
             # interpreter, imports and Hydra's composition; a later job of the process starts warm
             "process_startup_s": (process_age_at(started) or 0.0) if first_job else 0.0,
@@ -220,7 +230,7 @@ def train(
             energy_method=energy["energy_method"],
             energy_attribution=energy["energy_attribution"],
             energy_sources=energy["energy_sources"],
-            model_file=MODEL_FILE if saved else None,
+            model_file=model_file if saved else None,
             shift_inputs_sha256=shifted.inputs_sha256 if shifted else None,
             swept=swept or {},
             choices=choices or {},
@@ -235,7 +245,9 @@ def train(
         )
         recorder.finish(metrics)
     if saved:
-        save_state_dict(out_dir / MODEL_FILE, run.net.state_dict())
+        save_state_dict(out_dir / model_file, run.net.state_dict())
+    if gated:
+        write_json(out_dir / RETRAIN_FILE, gated)
     if shifted:
         write_json(out_dir / SHIFT_FILE, shifted.as_json())
     if after is not None and fitted.status == "ok":

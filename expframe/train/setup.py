@@ -16,6 +16,7 @@ from expframe.errors import ConfigError
 from expframe.measure.clocks import StepClock
 from expframe.measure.memory import PeakMemory
 from expframe.models.contract import ModelInputs, build_model
+from expframe.train import retrain
 from expframe.train.augment import build_augment
 from expframe.train.loop import Run
 from expframe.train.losses import build_loss, class_weights
@@ -67,6 +68,12 @@ def setup(cfg: DictConfig, device: torch.device, out_dir: Path, split: Split | N
             f"with num_classes={declared[1]} was declared; the loaded data have {list(data.input_shape)} "
             f"and {data.num_classes} classes",
         )
+    retraining = None
+    if retrain.chosen(cfg.get("retrain")):
+        if split is not None:
+            raise ConfigError("retrain.from", cfg.retrain["from"], "cannot be cross-validated (cv.folds is set)")
+        resize = cfg.dataset.get("image_size") is not None
+        data, split, retraining = retrain.retrain_data(cfg.retrain, data, cfg.dataset.val_fraction, cfg.seed, resize)
     split = split or split_indices(len(data.train_y), cfg.dataset.val_fraction, cfg.seed, data.val_size)
     train_idx, val_idx = (i.to(device) for i in split)
     if len(train_idx) < 2:
@@ -96,9 +103,11 @@ def setup(cfg: DictConfig, device: torch.device, out_dir: Path, split: Split | N
     seed_everything(cfg.seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data)).to(device, memory_format=memory_format)
+    if retraining is not None:
+        net.load_state_dict(retraining.parent_weights)
     init_hash = weights_hash(net)
     model = torch.compile(net) if cfg.compile else net
-    optimizer = build_optimizer(cfg.optimizer, model, cfg.cuda_graphs)
+    optimizer = build_optimizer(retrain.optimizer_settings(cfg), model, cfg.cuda_graphs)
     scheduler = build(cfg.scheduler)(optimizer) if cfg.scheduler.get("_target_") else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.grad_scaler)
     amp = autocast(cfg.precision, device)
@@ -135,4 +144,5 @@ def setup(cfg: DictConfig, device: torch.device, out_dir: Path, split: Split | N
         config=OmegaConf.to_container(cfg, resolve=True) if cfg.checkpoint.every else None,
         augment=augment,
         class_weights=weights,
+        retraining=retraining,
     )
