@@ -11,7 +11,7 @@ from expframe.cli.arguments import OneLineParser, positive_float
 from expframe.errors import ConfigError, short_reason
 from expframe.record import catalogue as figures
 from expframe.record.atomic import check_writable
-from expframe.report.summary import project_defaults, report
+from expframe.report.summary import default_baseline, report
 
 
 def default_out(args: argparse.Namespace) -> Path:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         if bad:
             raise SystemExit(f"error: --baseline {bad[0]}: write KEY=VALUE (e.g. optimizer=sgd)")
         named = dict(b.split("=", 1) for b in args.baseline)
-        baseline = {**project_defaults(), **named}
+        baseline = {**default_baseline(), **named}
     out = args.out or default_out(args)
     try:
         check_writable("--out", str(out))

@@ -194,7 +194,15 @@ def main_effects(ok, keys: list[str], figure: str) -> list[str]:
 
 
 # the practical's three figures (speed, memory, accuracy) and the held-out accuracy
-DEFAULT_FIGURES = ("test_acc", "shift_acc", "val_acc", "epoch_time_s", "peak_mem_mb")
+DEFAULT_FIGURES = (
+    "test_acc",
+    "shift_acc",
+    "retrain_gain",
+    "retrain_forgetting",
+    "val_acc",
+    "epoch_time_s",
+    "peak_mem_mb",
+)
 
 
 def find_baseline(ok, keys: list[str], wanted: dict[str, object]) -> tuple[tuple | None, str]:

@@ -149,6 +149,16 @@ def run_config(run: dict) -> dict[str, object]:
     return {k: v for k, v in flat.items() if k not in NOT_CONFIG and not k.startswith("report.")}
 
 
+# an axis whose control is not its default: a retraining policy is compared with replaying the old
+# data only (retrain.mix=0: what more training alone gains), not with the default mix
+CONTROLS: dict[str, object] = {"retrain.mix": 0}
+
+
+def default_baseline() -> dict[str, object]:
+    """What a report compares with unless --baseline says otherwise: the defaults, and the controls."""
+    return {**project_defaults(), **CONTROLS}
+
+
 def project_defaults() -> dict[str, object]:
     """The project's default configuration, flat like a run's: what every key holds when nobody set it.
     Composed once per process (the report worker composes it while the sweep runs)."""
@@ -591,8 +601,8 @@ def report(
         differ = ", ".join(varying)
         raise SystemExit(f"error: --by {unknown[0]}: not a config key of these runs; keys that differ: {differ}")
     known = figures.names(figures.in_summary())
-    # null in every run of a multiclass sweep (the binary figures) or without `shift`: no column
-    when_set = [*figures.test_task_figures(), "shift_acc"]
+    # null in every run of a multiclass sweep (the binary figures), without `shift` or `retrain`: no column
+    when_set = [*figures.test_task_figures(), "shift_acc", "retrain_gain", "retrain_forgetting"]
     chosen = metrics or [m for m in figures.report_columns() if m not in when_set or df[m].notna().any()]
     bad = [m for m in chosen if m not in known]
     if bad:
@@ -648,7 +658,7 @@ def report(
         pivot = table[table["status"] == "ok"].pivot(index=keys[0], columns=keys[1], values=chosen[0])
         markdown += f"\n\n{chosen[0]} (rows {keys[0]}, columns {keys[1]}):\n\n{pivot.to_markdown()}"
     markdown += "".join(f"\n\n{line}" for line in optuna_best(paths, df))
-    ablation, long, results, seeds_wanted = ablation_tables(df, keys, chosen, baseline or project_defaults(), resolve)
+    ablation, long, results, seeds_wanted = ablation_tables(df, keys, chosen, baseline or default_baseline(), resolve)
     markdown += f"\n\n{ablation}"
     markdown += grow_note(paths, df, seeds_wanted)
     savings = early_stopping_savings(df, keys)
@@ -659,7 +669,7 @@ def report(
         markdown += f"\n\n{served}"
     ok = df[df["status"] == "ok"]
     if scored_corruptions(df):
-        base, _ = find_baseline(ok, keys, baseline or project_defaults())
+        base, _ = find_baseline(ok, keys, baseline or default_baseline())
         if base is not None or not [k for k in keys if k != "trial"]:
             out.mkdir(parents=True, exist_ok=True)
             markdown += "\n\n" + robustness_section(ok, keys, base or (), out, resolve)
