@@ -16,7 +16,7 @@ import torch
 from expframe.data.corruption_table import SEVERITIES, TABLE
 from expframe.data.corruptions import corrupt
 from expframe.data.device_data import DeviceData, split_indices
-from expframe.data.image_folder import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, _decode_all, _images
+from expframe.data.image_folder import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, _decode_all, _images, skip_reason
 from expframe.errors import ConfigError
 
 SPLITS = ("test", "val")
@@ -44,29 +44,31 @@ class NewData:
     indices: torch.Tensor | None
 
 
-def parse_corruption(key: str, text: str) -> tuple[str, int]:
+def parse_corruption(key: str, text: str, shown: str | None = None) -> tuple[str, int]:
+    """`NAME:SEVERITY`; `shown`: the value named when refused (the whole `test+NAME:SEVERITY`)."""
     name, _, severity = text.partition(":")
     if name not in TABLE or not severity.isdigit() or int(severity) not in SEVERITIES:
         known = ", ".join(TABLE)
-        raise ConfigError(key, text, f"corruption must be NAME:SEVERITY, NAME one of {known}, SEVERITY 1-5")
+        raise ConfigError(key, shown or text, f"corruption must be NAME:SEVERITY, NAME one of {known}, SEVERITY 1-5")
     return name, int(severity)
 
 
-def parse(key: str, text: object, corruption: str | None = None) -> NewDataSpec:
+def parse(key: str, text: object, corruption: str | None = None, corruption_key: str = "--corrupt") -> NewDataSpec:
     """`test`, `val`, `test+NAME:SEVERITY`, or a folder (its own path: a folder named `test` is `./test`).
-    `corruption`: given apart (the monitor's `--corrupt`)."""
+    `corruption`: given apart (the monitor's `--corrupt`, named `corruption_key` when refused)."""
     if not isinstance(text, str) or not text:
         raise ConfigError(key, text, "must be test, val, test+NAME:SEVERITY (val+...) or an image folder")
     where, plus, inline = text.partition("+")
     if where in SPLITS:
         if plus and corruption:
             raise ConfigError(key, text, "names a corruption already; give it once")
-        chosen = inline if plus else corruption
-        return NewDataSpec(where, parse_corruption(key, chosen) if chosen else None, None)
+        if plus:
+            return NewDataSpec(where, parse_corruption(key, inline, text), None)
+        return NewDataSpec(where, parse_corruption(corruption_key, corruption) if corruption else None, None)
     folder = Path(text).expanduser()
     if not folder.is_dir():
         raise ConfigError(key, text, "must be test, val, test+NAME:SEVERITY (val+...) or an existing image folder")
-    return NewDataSpec(None, parse_corruption(key, corruption) if corruption else None, folder)
+    return NewDataSpec(None, parse_corruption(corruption_key, corruption) if corruption else None, folder)
 
 
 def _pixels_of(data: DeviceData, split: str, val_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,8 +107,11 @@ def _check_shapes(key: str, entries: list, shape: tuple[int, ...]) -> None:
     from PIL import Image
 
     for path, _ in entries:
-        with Image.open(path) as image:
-            found = (len(image.getbands()), image.height, image.width)
+        try:
+            with Image.open(path) as image:
+                found = (len(image.getbands()), image.height, image.width)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
+            raise ConfigError(key, str(path), f"is not a readable image ({skip_reason(e)})") from None
         if found != tuple(shape):
             raise ConfigError(
                 key,
