@@ -128,6 +128,17 @@ BAD = [
     (["shift=digital", "shift.corruptions=[contrast,saturate]"], ["shift.corruptions='saturate'", "3-channel", "1"]),
     (["shift=blur", "dataset=synthetic"], ["shift='blur'", "synthetic"]),
     (["shift=fancy"], ["shift", "fancy"]),
+    # a retraining: its settings, and the parent folder it starts from (checked before any data)
+    (["retrain.from={tmp}/finished", "retrain.new=test", "retrain.mix=1.5"], ["retrain.mix=1.5", "[0, 1]"]),
+    (["retrain.from={tmp}/finished", "retrain.new=test", "retrain.mix=half"], ["retrain.mix='half'", "[0, 1]"]),
+    (["retrain.from={tmp}/finished", "retrain.new=test", "retrain.holdout=1"], ["retrain.holdout=1", "(0, 1)"]),
+    (["retrain.from={tmp}/a_file", "retrain.new=test"], ["retrain.from", "not a folder"]),
+    (["retrain.from='{tmp}/finished_sweep/0_seed=0'", "retrain.new=test"], ["retrain.from", "model.pt"]),
+    (["retrain.new=test"], ["retrain.new='test'", "needs retrain.from"]),
+    (["retrain.from={tmp}/finished"], ["retrain.new=null", "test, val"]),
+    (["retrain.from={tmp}/finished", "retrain.new=test+fog:9"], ["retrain.new='test+fog:9'", "SEVERITY 1-5"]),
+    (["retrain.from={tmp}/finished", "retrain.new={tmp}/nowhere"], ["retrain.new", "image folder"]),
+    (["retrain.from={tmp}/finished", "retrain.new=test", "model.width=7"], ["retrain.from", "model.width=", "7"]),
     # values of the older table's kinds, through the same path
     (["optimizer.lr=-1"], ["optimizer.lr", "> 0"]),
     (["epochs=0"], ["epochs", ">= 1"]),
@@ -679,16 +690,23 @@ def test_a_search_space_in_a_preset_file_is_checked_like_the_command_line(key, v
         ("eval", ["{sweep}/nothing"], ["RUN_DIR", "not a folder"]),
         ("deploy", ["{sweep}/0_seed=0", "--variants", "fp64"], ["deploy.variants", "fp64"]),
         ("deploy", ["{sweep}/nothing"], ["RUN_DIR", "not a folder"]),
+        ("monitor", ["{sweep}/nothing", "--data", "test"], ["RUN_DIR", "not a folder"]),
+        ("monitor", ["{sweep}", "--data", "test"], ["RUN_DIR", "not a run folder"]),
+        ("monitor", ["{sweep}/0_seed=0", "--data", "train"], ["--data='train'", "test, val"]),
+        ("monitor", ["{sweep}/0_seed=0", "--data", "test", "--window", "100000"], ["--window=100000", "at most"]),
+        ("monitor", ["{sweep}/0_seed=0", "--data", "test", "--detectors", "auc"], ["--detectors='auc'", "ks, mmd"]),
+        ("monitor", ["{sweep}/0_seed=0", "--data", "test", "--on-drift", "page"], ["--on-drift", "'page'"]),
     ],
 )
 def test_the_other_commands_refuse_bad_arguments_in_one_line_and_write_nothing(
     finished_sweep, command, args, words, capsys
 ):
     from expframe.cli.deploy import main as deploy_main
+    from expframe.cli.monitor import main as monitor_main
     from expframe.cli.report import main as report_main
     from expframe.cli.rescore import main as eval_main
 
-    main = {"report": report_main, "eval": eval_main, "deploy": deploy_main}[command]
+    main = {"report": report_main, "eval": eval_main, "deploy": deploy_main, "monitor": monitor_main}[command]
     args = [a.replace("{sweep}", str(finished_sweep)) for a in args]
     before = snapshot(finished_sweep)
     with pytest.raises(SystemExit) as stop:
