@@ -325,3 +325,23 @@ def test_a_retraining_inherits_only_the_parents_network_and_data_overrides(tmp_p
         "- optimizer=adam\n- hydra/launcher=joblib\n"
     )
     assert inherited_overrides(tmp_path) == ["model.depth=3", "optimizer=adam"]
+
+
+def test_the_docs_monitor_commands_run_as_written(run, tmp_path):
+    """Every `expframe-monitor` line of the README's and docs' bash blocks, on the default run (the
+    page's `runs/served`)."""
+    import re
+    import shlex
+
+    from tests.support.documentation import documentation
+
+    blocks = re.findall(r"```bash\n(.*?)```", documentation(), flags=re.S)
+    commands = [line.strip() for b in blocks for line in b.splitlines() if line.startswith("expframe-monitor ")]
+    assert commands, "the docs show the monitor"
+    for i, command in enumerate(commands):
+        args = shlex.split(command)[1:]
+        args = [str(run) if a == "runs/served" else a for a in args]
+        code, printed = monitor(*args, "--out", str(tmp_path / str(i)))
+        assert code in (0, 3) and "windows drifted" in printed, printed
+        if "retrain" in args:
+            assert "gate: " in printed and (tmp_path / str(i) / "retrain" / "retrain.json").exists()

@@ -53,6 +53,14 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
         return [*args[:2], "--images", "120", "--size", "32", "--epochs", "2"]
     if args[:2] == ["-m", "tests.benchmark_shift"]:
         return [*args[:2], "--images", "200", "--repeats", "1", "--no-run"]
+    if args[:2] == ["-m", "tests.benchmark_drift"]:
+        return [*args[:2], "--draws", "5", "--seeds", "2", "--shifts", "gaussian_noise", "--repeats", "1"]
+    if any(a.startswith("retrain.from=") for a in args):  # the page's parent run is an example: train one
+        parent = tmp_path / "parent"
+        if not parent.exists():
+            done = run_train_in_process("epochs=1", "energy.track=false", f"hydra.run.dir={parent}")
+            assert done.returncode == 0, done.stderr
+        args = [f"retrain.from={parent}" if a.startswith("retrain.from=") else a for a in args]
     if args[:3] == ["-m", "tests.benchmark", "--sweep-resume"]:
         return [*args[:3], "5", "--repeats", "1"]
     if args[:2] == ["-m", "tests.benchmark"]:
@@ -135,6 +143,11 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root, tiny_image_root
     elif args[:2] == ["-m", "tests.benchmark_shift"]:
         assert float(re.search(r"ratio ([\d.]+)x faster", out.stdout).group(1)) > 1, out.stdout
         assert re.search(r"all of shift=standard \(70 pairs\): [\d.]+ s", out.stdout), out.stdout
+    elif args[:2] == ["-m", "tests.benchmark_drift"]:
+        calibration = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out.stdout, flags=re.M)
+        assert [c[0] for c in calibration] == ["10", "100", "500", "1000"], out.stdout
+        assert re.search(r"largest difference 0\.0e\+00", out.stdout), "the KS p-values are scipy's"
+        assert re.search(r"KS [\d.]+ ms, MMD \(100 permutations\) [\d.]+ ms", out.stdout)
     elif args[:2] == ["-m", "tests.benchmark"]:
         rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("a_", "b_", "c_"))]
         assert [r[0] for r in rows] == ["a_course_loop", "b_expframe", "c_floor"]
