@@ -85,3 +85,15 @@ def test_a_stream_is_scored_window_by_window_and_a_shift_is_seen():
     assert all(abs(sum(r[f"share_{c}"] for c in range(10)) - 1) < 1e-9 for r in rows)
     quiet = list(window_rows(reference, clean, 250, generator=torch.Generator().manual_seed(5)))
     assert len(quiet) == 1 and "accuracy" not in quiet[0] and not quiet[0]["mmd_drift"]
+
+
+def test_the_alert_holds_its_level_over_the_detectors_watching():
+    """Bonferroni over the detectors: p = 0.03 is each detector's drift at 0.05, but not the alert of
+    two (0.03 >= 0.05 / 2); alone, it is."""
+    from expframe.measure.drift import Verdict, alert
+
+    mmd_alone = Verdict("mmd", 0.1, 0.03, ALPHA, True)
+    ks_quiet = Verdict("ks", 0.1, 0.5, ALPHA / 10, False)
+    assert alert([mmd_alone]) and not alert([mmd_alone, ks_quiet])
+    assert alert([Verdict("mmd", 0.1, 0.02, ALPHA, True), ks_quiet])
+    assert alert([Verdict("ks", 0.3, 0.002, ALPHA / 10, True), Verdict("mmd", 0.0, 0.9, ALPHA, False)])

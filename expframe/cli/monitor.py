@@ -134,7 +134,7 @@ def monitor(args) -> int:
         for detector in detectors:
             writer.add_scalar(f"monitor/{detector}/p_value", row[f"{detector}_p_value"], row["window"])
         writer.flush()
-        alarm = any(row[f"{d}_drift"] for d in detectors)
+        alarm = row["alert"]
         print(
             f"window {row['window']}: n={row['n']} confidence={row['confidence']:.3f}"
             + (f" accuracy={row['accuracy']:.3f}" if "accuracy" in row else "")

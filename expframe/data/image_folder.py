@@ -42,7 +42,7 @@ def _folders(split_dir: Path) -> list[Path]:
     return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images(folder: Path, root: Path, strict: bool) -> list[Path]:
+def image_files(folder: Path, root: Path, strict: bool) -> list[Path]:
     """The folder's image files; a link that leads out of `root` is skipped with a warning (an error
     with dataset.strict=true): a shared data folder must not read files elsewhere on the machine."""
     kept, outside = [], []
@@ -109,7 +109,7 @@ def list_files(
             raise ConfigError("dataset.root", str(root), f"{split}/ has no class folders")
         files[split] = []
         for folder in folders:
-            images = _images(folder, root, strict)
+            images = image_files(folder, root, strict)
             if not images:
                 raise ConfigError("dataset.root", str(folder), "is an empty class folder (no .png or .jpg files)")
             label = _label_of(folder.name, mapping, split)
@@ -183,7 +183,7 @@ def decode(path: Path, image_size: int, channels: int, max_pixels: int = DEFAULT
     return resize(image, [image_size, image_size], antialias=True)
 
 
-def _decode_all(entries: list[tuple[Path, int]], image_size: int, channels: int, strict: bool, max_pixels: int):
+def decode_all(entries: list[tuple[Path, int]], image_size: int, channels: int, strict: bool, max_pixels: int):
     """Decoded images and labels, and `path (why)` for each file skipped."""
 
     def one(entry):
@@ -207,7 +207,7 @@ def _decode_all(entries: list[tuple[Path, int]], image_size: int, channels: int,
 def _decode_splits(files: dict, image_size: int, channels: int, strict: bool, max_pixels: int) -> dict:
     cache: dict = {"skipped": []}
     for split, entries in files.items():
-        images, labels, skipped = _decode_all(entries, image_size, channels, strict, max_pixels)
+        images, labels, skipped = decode_all(entries, image_size, channels, strict, max_pixels)
         if not len(labels):
             raise ConfigError("dataset.root", str(entries[0][0].parents[1]), "holds no readable image")
         cache[split] = {"images": images, "labels": labels}

@@ -16,7 +16,7 @@ import torch
 from expframe.data.corruption_table import SEVERITIES, TABLE
 from expframe.data.corruptions import corrupt
 from expframe.data.device_data import DeviceData, split_indices
-from expframe.data.image_folder import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, _decode_all, _images, skip_reason
+from expframe.data.image_folder import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_all, image_files, skip_reason
 from expframe.errors import ConfigError
 
 SPLITS = ("test", "val")
@@ -89,14 +89,16 @@ def _folder_images(
         raise ConfigError(
             key, str(folder), f"has class folder {unknown[0]!r}; the run's classes are {', '.join(class_names)}"
         )
-    entries = [(p, class_names.index(c.name)) for c in classes for p in _images(c, folder, strict=False)]
-    entries += [(p, -1) for p in _images(folder, folder, strict=False) if p.parent == folder]
+    if classes:
+        entries = [(p, class_names.index(c.name)) for c in classes for p in image_files(c, folder, strict=False)]
+    else:
+        entries = [(p, -1) for p in image_files(folder, folder, strict=False) if p.parent == folder]
     if not entries:
         raise ConfigError(key, str(folder), "holds no .png or .jpg images")
     channels, size = shape[0], shape[-1]
     if not resize:
         _check_shapes(key, entries, shape)
-    images, labels, skipped = _decode_all(entries, size, channels, strict=False, max_pixels=DEFAULT_MAX_PIXELS)
+    images, labels, skipped = decode_all(entries, size, channels, strict=False, max_pixels=DEFAULT_MAX_PIXELS)
     if skipped:
         raise ConfigError(key, str(folder), f"holds a file that is not a readable image: {skipped[0]}")
     return images, (labels if classes else None)

@@ -96,6 +96,13 @@ DETECTORS: dict[str, Callable[..., Verdict]] = {
 }
 
 
+def alert(verdicts: Sequence[Verdict]) -> bool:
+    """The family's decision: a detector alerts when its p-value is under its threshold divided by the
+    number of detectors asked (Bonferroni), so the alert's false alarm rate stays at most alpha however
+    many detectors watch; each detector's own verdict stays at its own threshold."""
+    return any(v.p_value < v.threshold / len(verdicts) for v in verdicts)
+
+
 def window_rows(
     reference: Features,
     new: Features,
@@ -106,8 +113,9 @@ def window_rows(
     generator: torch.Generator | None = None,
 ) -> Iterator[dict]:
     """One row per window of `window` new samples, in order (a stream): n, mean confidence, the
-    predicted-class shares, accuracy when labels exist, and each detector's statistic, p-value,
-    threshold and verdict. The last, shorter window is scored too when it holds at least 2 samples."""
+    predicted-class shares, accuracy when labels exist, each detector's statistic, p-value,
+    threshold and verdict, and the alert (`alert`). The last, shorter window is scored too when it
+    holds at least 2 samples."""
     classes = reference.softmax.shape[1]
     for number, start in enumerate(range(0, len(new), window)):
         part = new.window(start, start + window)
@@ -119,8 +127,10 @@ def window_rows(
         row.update({f"share_{c}": float(shares[c]) for c in range(classes)})
         if labels is not None:
             row["accuracy"] = float((predicted.cpu() == labels[start : start + window].cpu()).double().mean())
-        for name in detectors:
-            v = DETECTORS[name](reference, part, permutations=permutations, generator=generator)
+        verdicts = [
+            DETECTORS[name](reference, part, permutations=permutations, generator=generator) for name in detectors
+        ]
+        for v in verdicts:
             row.update(
                 {
                     f"{v.detector}_statistic": v.statistic,
@@ -129,4 +139,5 @@ def window_rows(
                     f"{v.detector}_drift": v.drift,
                 }
             )
+        row["alert"] = alert(verdicts)
         yield row
