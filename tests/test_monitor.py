@@ -252,6 +252,12 @@ def test_the_whole_loop_in_one_command_retrains_and_gates(run, tmp_path):
     assert record["decision"] == ("promoted" if promoted else "rejected") in printed
     assert (child / "model.pt").exists() == promoted and (child / "rejected.pt").exists() != promoted
     assert metrics["model_file"] == record["model"]
+    assert len(record["original_test_indices"]) == 500
+    assert promoted, "noise at severity 4 is learned: +4.8 points on the held-out noisy digits, none forgotten"
+    from expframe.cli.rescore import rescore
+
+    scored = rescore(child)
+    assert scored["test_acc"] == scored["recorded_test_acc"] == metrics["test_acc"], "eval scores the same digits"
     overrides = (child / ".hydra" / "overrides.yaml").read_text()
     assert "retrain.from" in overrides and "hydra" not in overrides.replace("hydra.run.dir", "")
 

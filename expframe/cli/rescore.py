@@ -10,13 +10,15 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from expframe.cli.arguments import OneLineParser
 from expframe.cli.finished_run import ModelSettings, load_run, restored_model
-from expframe.data.device_data import load
+from expframe.data.device_data import load, take
 from expframe.errors import ConfigError
 from expframe.measure.scoring import evaluate
+from expframe.record.run_folder import read_retrain_test_indices
 from expframe.train.losses import build_loss
 from expframe.train.runtime import autocast, resolve_device
 from expframe.train.setup import model_inputs
@@ -31,7 +33,11 @@ def rescore(run_dir: Path, device: str | None = None) -> dict:
     data = load(cfg.dataset, target)
     net = restored_model(run_dir, ModelSettings.of(cfg), model_inputs(data)).to(target)
     loss_fn = build_loss(cfg.loss, data.num_classes, target, recorded.get("class_weights"))
-    test_loss, test_acc, _ = evaluate(net, loss_fn, data.test_x, data.test_y, autocast(cfg.precision, target))
+    test_x, test_y = data.test_x, data.test_y
+    if OmegaConf.select(cfg, "retrain.from") is not None:  # a retraining scored the test digits it never saw
+        idx = torch.tensor(read_retrain_test_indices(run_dir, len(test_y)))
+        test_x, test_y = take(test_x, idx), test_y[idx.to(test_y.device)]
+    test_loss, test_acc, _ = evaluate(net, loss_fn, test_x, test_y, autocast(cfg.precision, target))
     return {
         "test_acc": test_acc,
         "test_loss": test_loss,

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from expframe import PROJECT_ROOT
 from expframe.errors import ConfigError, short_reason
-from expframe.record.files import CONFIG_FILE, HYDRA_FILE, METRICS_FILE
+from expframe.record.files import CONFIG_FILE, HYDRA_FILE, METRICS_FILE, RETRAIN_FILE
 
 
 def targets_in(node: object, prefix: str = "") -> dict[str, str]:
@@ -133,3 +133,28 @@ def read_metrics(run_dir: Path) -> dict:
     if not isinstance(metrics, dict):
         raise ConfigError("RUN_DIR", str(run_dir), f"{METRICS_FILE} is not a JSON object")
     return metrics
+
+
+def read_retrain_test_indices(run_dir: Path, n_test: int) -> list[int]:
+    """The original test samples a retraining scored its models on (retrain.json), checked: unique
+    integers that index the test split, nothing else."""
+    path = run_dir / RETRAIN_FILE
+    try:
+        record = json.loads(path.read_text())
+        indices = record["original_test_indices"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            "RUN_DIR", str(run_dir), f"is a retraining without a readable {RETRAIN_FILE} ({short_reason(e, 120)})"
+        ) from None
+    if (
+        not isinstance(indices, list)
+        or not indices
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_test for i in indices)
+        or len(set(indices)) != len(indices)
+    ):
+        raise ConfigError(
+            "RUN_DIR",
+            str(run_dir),
+            f"{RETRAIN_FILE}'s original_test_indices are not unique indices of the {n_test} test samples",
+        )
+    return indices

@@ -56,6 +56,8 @@ class Retraining:
     heldout_x: torch.Tensor
     heldout_y: torch.Tensor
     sizes: dict[str, int]
+    # the original test samples both models are scored on (expframe-eval re-scores the same ones)
+    test_indices: list[int]
 
 
 def _appended(x: torch.Tensor | ImageStore, rows: torch.Tensor) -> torch.Tensor | ImageStore:
@@ -129,6 +131,7 @@ def retrain_data(
             "original_test": len(test_keep),
             "validation": len(val_keep),
         },
+        test_indices=test_keep.tolist(),
     )
     return mixed, split, retraining
 
@@ -169,6 +172,7 @@ def gate(retraining: Retraining, settings: DictConfig, net: nn.Module, loss_fn: 
         "gate": {"min_gain": settings.gate.min_gain, "max_forgetting": settings.gate.max_forgetting},
         "decision": "promoted" if promoted else "rejected",
         "model": MODEL_FILE if promoted else REJECTED_MODEL_FILE,
+        "original_test_indices": retraining.test_indices,
     }
 
 
