@@ -19,6 +19,9 @@ from scipy.stats import ks_2samp
 from tests.conftest import run_train_in_process
 from tests.test_drift import direct_mmd2
 
+# the drift: the run's own test split under Gaussian noise at severity 4
+NOISY = ("--data", "test", "--corrupt", "gaussian_noise:4")
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
@@ -50,10 +53,7 @@ def test_noise_alarms_both_detectors_and_every_record_agrees(run, tmp_path):
     received = tmp_path / "received.jsonl"
     code, printed = monitor(
         str(run),
-        "--data",
-        "test",
-        "--corrupt",
-        "gaussian_noise:4",
+        *NOISY,
         "--window",
         "250",
         "--out",
@@ -220,10 +220,7 @@ def test_the_whole_loop_in_one_command_retrains_and_gates(run, tmp_path):
     out = tmp_path / "loop"
     code, printed = monitor(
         str(run),
-        "--data",
-        "test",
-        "--corrupt",
-        "gaussian_noise:4",
+        *NOISY,
         "--window",
         "500",
         "--on-drift",
