@@ -181,14 +181,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"default data and model: mnist_5k, the default MLP (seed 0); reference = its validation split ({len(ref)})")
     print(f"alpha = {ALPHA}; KS: BBSD with Bonferroni over 10 outputs; MMD: 100 permutations\n")
 
-    print(f"calibration (a), the detectors' own: {args.draws} random splits of the 1,400 unseen digits per size")
+    print(f"calibration (a), the detectors' own: {args.draws} random splits of the 1,400 unseen digits per size\n")
     print(row(["new samples", "KS false alarms", "MMD false alarms", "alert"]))
     print(row(["---"] * 4))
     for n, (k, m, u) in calibration_exchangeable(ref, test, args.draws, SIZES).items():
         print(row([n, f"{k:.2f}", f"{m:.2f}", f"{u:.2f}"]))
 
     print(f"\ncalibration (b), the run's own validation split against {args.draws} random clean test samples,")
-    print(f"for {args.seeds} trained runs (seeds 0-{args.seeds - 1}): mean [min, max]; seed 0 (the default run) apart")
+    print(
+        f"for {args.seeds} trained runs (seeds 0-{args.seeds - 1}): mean [min, max]; seed 0 (the default run) apart\n"
+    )
     own = [calibration_own_reference(r, t, args.draws, SIZES[:3]) for r, t in feats]
     print(row(["new samples", "KS false alarms", "MMD false alarms", "alert", "seed 0: KS, MMD, alert"]))
     print(row(["---"] * 5))
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     shifts = [s for s in args.shifts.split(",") if s]
     net, data, _ = models[0]
     table = power(net, data, ref, args.draws, SIZES, shifts)
-    print(f"\npower: detection rate (KS / MMD) over {args.draws} draws (1 at 1000: the whole test split)")
+    print(f"\npower: detection rate (KS / MMD) over {args.draws} draws (1 at 1000: the whole test split)\n")
     clean = (test.softmax.argmax(1) == data.test_y).double().mean().item()
     print(row(["corruption", "severity", f"accuracy (clean {clean:.3f})", *[f"n={n}" for n in SIZES]]))
     print(row(["---"] * (3 + len(SIZES))))
