@@ -24,10 +24,12 @@ EXECUTION_WHITELIST = [
     "expframe.models.CNN",
     "expframe.models.MLP",
     "expframe.models.ResNet",
+    "expframe.models.ViT",
     # where those three are defined: Hydra checks the name a target resolves to as well
     "expframe.models.networks.CNN",
     "expframe.models.networks.MLP",
     "expframe.models.resnet.ResNet",
+    "expframe.models.vit.ViT",
     "expframe.sweep.optuna_sweeper.ResumableOptunaSweeper",
     "expframe.sweep.slurm_launcher.SqueueSlurmLauncher",
 ]

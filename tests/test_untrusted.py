@@ -139,6 +139,11 @@ BAD = [
     (["retrain.from={tmp}/finished", "retrain.new=test+fog:9"], ["retrain.new='test+fog:9'", "SEVERITY 1-5"]),
     (["retrain.from={tmp}/finished", "retrain.new={tmp}/nowhere"], ["retrain.new", "image folder"]),
     (["retrain.from={tmp}/finished", "retrain.new=test", "model.width=7"], ["retrain.from", "model.width=", "7"]),
+    # the ViT family on 8x8 digits: what it cannot be
+    (["model=vit", "model.batchnorm=true"], ["model.batchnorm=true", "LayerNorm"]),
+    (["model=vit", "model.patch_size=3"], ["model.patch_size=3", "divide the image side 8"]),
+    (["model=vit", "model.patch_size=4", "model.heads=3"], ["model.heads=3", "model.width=64"]),
+    (["model=vit", "model.patch_size=4", "model.weights={tmp}/a_file"], ["model.weights", "cannot be read"]),
     # values of the older table's kinds, through the same path
     (["optimizer.lr=-1"], ["optimizer.lr", "> 0"]),
     (["epochs=0"], ["epochs", ">= 1"]),

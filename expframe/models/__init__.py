@@ -6,11 +6,13 @@ from expframe.models.contract import ActivationFactory, ModelFamily, ModelInputs
 from expframe.models.init import apply_init, initialised_layers
 from expframe.models.networks import CNN, MLP
 from expframe.models.resnet import ResNet
+from expframe.models.vit import ViT
 
 __all__ = [
     "CNN",
     "MLP",
     "ResNet",
+    "ViT",
     "ActivationFactory",
     "ModelFamily",
     "ModelInputs",
