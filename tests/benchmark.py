@@ -146,6 +146,35 @@ def floor(cfg) -> Trainer:
     return run
 
 
+def configured_floor(cfg) -> Trainer:
+    """The floor's loop around the configured model and optimizer (the ViT's comparison): the same
+    module, built by the same family, the same optimizer, batch size and data."""
+    from expframe.models.contract import ModelInputs, build_model
+
+    dev, train_idx = _device_data(cfg)
+
+    def run() -> tuple[list[float], float, int]:
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, cfg.activation, cfg.init, ModelInputs(dev.input_shape, dev.num_classes))
+        optimizer = build(cfg.optimizer)(model.parameters())
+        gen = torch.Generator().manual_seed(0)
+        times = []
+        for _ in range(cfg.epochs):
+            model.train()
+            start = time.perf_counter()
+            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+            for i in range(0, len(order), cfg.batch_size):
+                batch = order[i : i + cfg.batch_size]
+                loss = F.cross_entropy(model(dev.train_x[batch]), dev.train_y[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            times.append(time.perf_counter() - start)
+        return times, _test_acc(model, dev.test_x, dev.test_y), len(train_idx)
+
+    return run
+
+
 def lightning_contender(cfg) -> Trainer:
     """(d) the same model as a LightningModule over a TensorDataset loader (`pip install -e ".[bench]"`)."""
     import lightning as L
@@ -205,14 +234,15 @@ CONTENDERS: dict[str, Callable[[DictConfig], Trainer]] = {
     "b_expframe": expframe_path,
     "c_floor": floor,
     "d_lightning": lightning_contender,
+    "c_floor_configured": configured_floor,
 }
 
 
-def run_contender(name: str, repeat: int, epochs: int) -> dict:
+def run_contender(name: str, repeat: int, epochs: int, extra: tuple[str, ...] = ()) -> dict:
     """One contender in a fresh process: its own data, imports and warm-up, so neither its timing nor
     its peak memory carries another contender's state. The RSS high-water mark is reset once the data
     are prepared: `peak_rss_mb` is the training's peak, the process and its resident data included."""
-    cfg = _cfg(repeat, epochs, "logging.tensorboard=true")
+    cfg = _cfg(repeat, epochs, "logging.tensorboard=true", *extra)
     trainer = CONTENDERS[name](cfg)
     memory = PeakMemory(torch.device("cpu"))
     memory.reset()
@@ -220,16 +250,22 @@ def run_contender(name: str, repeat: int, epochs: int) -> dict:
     return {"times": times, "acc": acc, "n": n_train, "peak_rss_mb": memory.read()["peak_rss_bytes"] / 2**20}
 
 
-def contenders(samples: int, epochs: int, repeats: int) -> dict[str, dict]:
+def contenders(
+    samples: int, epochs: int, repeats: int, names: list[str] | None = None, extra: tuple[str, ...] = ()
+) -> dict[str, dict]:
     """Contenders alternate within each repeat; medians over the steady (after the first) epochs."""
     repeat = max(1, round(samples / 4000))
-    names = [n for n in CONTENDERS if n != "d_lightning" or importlib.util.find_spec("lightning") is not None]
+    names = names or [
+        n
+        for n in CONTENDERS
+        if n != "c_floor_configured" and (n != "d_lightning" or importlib.util.find_spec("lightning") is not None)
+    ]
     results: dict[str, dict] = {name: {} for name in names}
     spawn = multiprocessing.get_context("spawn")
     for _ in range(repeats):
         for name in names:
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-                got = pool.submit(run_contender, name, repeat, epochs).result()
+                got = pool.submit(run_contender, name, repeat, epochs, extra).result()
             entry = results[name]
             steady = got["times"][1:] or got["times"]
             entry.setdefault("steady", []).extend(steady)
@@ -296,6 +332,17 @@ def energy_cost(jobs: int, repeats: int) -> None:
         f"{statistics.median(off['run']):.2f} s wall (+{run_extra:.2f} s); per-job fixed cost of a {jobs}-job "
         f"sweep {statistics.median(on['job']):.3f} vs {statistics.median(off['job']):.3f} s (+{job_extra:.3f} s)"
     )
+
+
+def vit_cost(samples: int, epochs: int, repeats: int) -> None:
+    """The tiny ViT (model=vit) through expframe's loop against the floor's loop around the same
+    module and optimizer, alternated in fresh processes; the paired ratio of per-epoch medians."""
+    results = contenders(samples, epochs, repeats, ["b_expframe", "c_floor_configured"], ("model=vit",))
+    for name, r in results.items():
+        print(f"{name:<20} {r['epoch_s']:.3f} s/epoch {r['samples_per_s']:>9,.0f} samples/s test acc {r['acc']:.4f}")
+    b, c = results["b_expframe"]["per_repeat"], results["c_floor_configured"]["per_repeat"]
+    ratio = statistics.median(x / y for x, y in zip(b, c, strict=True))
+    print(f"tiny ViT: expframe / floor = {ratio:.3f} (target <= 1.05)")
 
 
 def cv_cost(folds: int, repeats: int) -> None:
@@ -693,6 +740,7 @@ def main(argv: list[str] | None = None) -> None:
         help="only the card sweep's report time, against another checkout's when one is given",
     )
     parser.add_argument("--energy", action="store_true", help="only the energy tracker's cost (on vs off)")
+    parser.add_argument("--vit", action="store_true", help="only the tiny ViT: expframe against the floor's loop")
     parser.add_argument("--quantisers", action="store_true", help="only torch.ao against torchao int8 (wide MLP)")
     parser.add_argument("--cv", action="store_true", help="only a cross-validated job's fixed cost per fold")
     parser.add_argument(
@@ -723,6 +771,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.cv:
         cv_cost(5, args.repeats)
+        return
+    if args.vit:
+        vit_cost(args.samples, args.epochs, args.repeats)
         return
     if args.quantisers:
         quantisers(max(20, args.repeats * 40))

@@ -119,6 +119,41 @@ def tiny_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+MVTEC_DEFECTS = {"broken_large": 15, "contamination": 10}
+
+
+def mvtec_picture(seed: int, defect: bool) -> torch.Tensor:
+    """A 3x32x32 'bottle': a smooth gradient with noise; a defect adds a bright square somewhere."""
+    gen = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(40, 160, 32).expand(32, 32)
+    image = torch.stack([ramp, ramp.T, ramp.flip(0)]) + torch.randn(3, 32, 32, generator=gen) * 8
+    if defect:
+        y, x = (int(v) for v in torch.randint(2, 22, (2,), generator=gen))
+        image[:, y : y + 8, x : x + 8] = 250
+    return image.clamp(0, 255).to(torch.uint8)
+
+
+def write_mvtec(root: Path, categories: tuple[str, ...] = ("bottle", "capsule")) -> Path:
+    """MVTec AD's published layout: <category>/train/good, test/good, test/<defect>, ground_truth/."""
+    from torchvision.io import write_png
+
+    seed = 0
+    for category in categories:
+        layout = {"train/good": 40, "test/good": 20, **{f"test/{d}": n for d, n in MVTEC_DEFECTS.items()}}
+        for folder, count in layout.items():
+            (root / category / folder).mkdir(parents=True)
+            for i in range(count):
+                seed += 1
+                write_png(mvtec_picture(seed, "good" not in folder), str(root / category / folder / f"{i:03d}.png"))
+        for defect, count in MVTEC_DEFECTS.items():
+            masks = root / category / "ground_truth" / defect
+            masks.mkdir(parents=True)
+            for i in range(count):
+                write_png(torch.zeros(1, 32, 32, dtype=torch.uint8), str(masks / f"{i:03d}_mask.png"))
+    (root / "license.txt").write_text("as published\n")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_image_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """PNG folders in the README's two layouts: `xray` (train|test/NORMAL|PNEUMONIA, digits 0 and 1,
@@ -146,6 +181,7 @@ def tiny_image_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
                 (roots[name] / split / folder).mkdir(parents=True)
                 for i in range(start, stop):
                     write_png(digit[d][i], str(roots[name] / split / folder / f"{i}.png"))
+    roots["mvtec_published"] = write_mvtec(tmp_path_factory.mktemp("mvtec_published"))
     return roots
 
 

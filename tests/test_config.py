@@ -47,14 +47,23 @@ def model_for(cfg, data: DeviceData = TINY) -> torch.nn.Module:
 
 def test_every_group_has_its_options():
     names = {g: {o for gg, o in OPTIONS if gg == g} for g in GROUPS}
-    assert names["dataset"] == {"mnist_5k", "digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "image_folder"}
+    assert names["dataset"] == {
+        "mnist_5k",
+        "digits",
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "synthetic",
+        "image_folder",
+        "mvtec",
+    }
     assert names["activation"] == {"relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "silu"}
     assert names["optimizer"] == {"sgd", "sgd_momentum", "adam", "adamw", "rmsprop"}
     assert names["scheduler"] == {"none", "step", "exponential", "cosine"}
     assert names["init"] == {"default", "zeros", "kaiming", "xavier", "orthogonal"}
     assert names["precision"] == {"fp32", "fp16", "bf16"}
     assert names["device"] == {"auto", "cpu", "cuda"}
-    assert names["model"] == {"mlp", "cnn", "resnet"}
+    assert names["model"] == {"mlp", "cnn", "resnet", "vit", "vit_small", "vit_b_16"}
     assert names["augment"] == {"none", "basic", "crop"}
     assert names["shift"] == {"none", "standard", "noise", "blur", "weather", "digital"}
     assert names["loss"] == {"cross_entropy"}
@@ -72,15 +81,27 @@ def test_defaults_are_the_practicals_baseline():
     assert [tuple(p.shape) for p in model.parameters()] == [(128, 784), (128,), (10, 128), (10,)]
 
 
+# the ViT sizes whose patches do not divide 28: the images they are made for
+IMAGES_FOR = {"vit_small": (3, 64, 64), "vit_b_16": (3, 224, 224)}
+
+
+def sized(group: str, option: str) -> tuple[tuple[int, ...], list[str]]:
+    """The input shape an option builds for, and the overrides that give the config that shape."""
+    shape = IMAGES_FOR.get(option, (1, 28, 28)) if group == "model" else (1, 28, 28)
+    extra = [] if shape == (1, 28, 28) else ["dataset=synthetic", f"dataset.source.shape=[{','.join(map(str, shape))}]"]
+    return shape, extra
+
+
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_option_composes_and_builds(group, option):
-    cfg = make_cfg(f"{group}={option}")
+    shape, extra = sized(group, option)
+    cfg = make_cfg(f"{group}={option}", *extra)
     assert OmegaConf.to_yaml(cfg, resolve=True)
-    model = model_for(cfg)
+    model = model_for(cfg, blank_data(shape))
     optimizer = build(cfg.optimizer)(model.parameters())
     if cfg.scheduler.get("_target_"):
         assert isinstance(build(cfg.scheduler)(optimizer), torch.optim.lr_scheduler.LRScheduler)
-    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert model(torch.zeros(2, *shape)).shape == (2, 10)
 
 
 def test_model_scalars_shape_the_network():
@@ -125,6 +146,6 @@ def test_the_dry_build_reads_only_what_its_cache_is_keyed_on(group, option):
     (uncached: `_dry_build` itself)."""
     from expframe.config.dry_build import _dry_build, build_inputs
 
-    only_reads = OmegaConf.create(build_inputs(make_cfg(f"{group}={option}")))
+    only_reads = OmegaConf.create(build_inputs(make_cfg(f"{group}={option}", *sized(group, option)[1])))
     with torch.device("meta"):
         _dry_build(only_reads)

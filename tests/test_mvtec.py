@@ -5,48 +5,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from expframe.data.mvtec import list_mvtec
 from expframe.errors import ConfigError
-from tests.conftest import run_cli_in_process, run_train_in_process
+from tests.conftest import MVTEC_DEFECTS, run_cli_in_process, run_train_in_process, write_mvtec
 
-DEFECTS = {"broken_large": 15, "contamination": 10}
-
-
-def picture(seed: int, defect: bool) -> torch.Tensor:
-    """A 3x32x32 'bottle': a smooth gradient with noise; a defect adds a bright square somewhere."""
-    gen = torch.Generator().manual_seed(seed)
-    ramp = torch.linspace(40, 160, 32).expand(32, 32)
-    image = torch.stack([ramp, ramp.T, ramp.flip(0)]) + torch.randn(3, 32, 32, generator=gen) * 8
-    if defect:
-        y, x = (int(v) for v in torch.randint(2, 22, (2,), generator=gen))
-        image[:, y : y + 8, x : x + 8] = 250
-    return image.clamp(0, 255).to(torch.uint8)
+DEFECTS = MVTEC_DEFECTS
 
 
 @pytest.fixture(scope="module")
 def mvtec_root(tmp_path_factory) -> Path:
-    from torchvision.io import write_png
-
-    root = tmp_path_factory.mktemp("mvtec_ad")
-    seed = 0
-    for category, scale in (("bottle", 1), ("capsule", 1)):
-        layout = {"train/good": 40 * scale, "test/good": 20, **{f"test/{d}": n for d, n in DEFECTS.items()}}
-        for folder, count in layout.items():
-            (root / category / folder).mkdir(parents=True)
-            for i in range(count):
-                seed += 1
-                write_png(picture(seed, "good" not in folder), str(root / category / folder / f"{i:03d}.png"))
-        for defect, count in DEFECTS.items():
-            (root / category / "ground_truth" / defect).mkdir(parents=True)
-            for i in range(count):
-                write_png(
-                    torch.zeros(1, 32, 32, dtype=torch.uint8),
-                    str(root / category / "ground_truth" / defect / f"{i:03d}_mask.png"),
-                )
-    (root / "license.txt").write_text("as published\n")
-    return root
+    return write_mvtec(tmp_path_factory.mktemp("mvtec_ad"))
 
 
 def test_the_published_layout_is_split_stratified_and_seeded(mvtec_root):

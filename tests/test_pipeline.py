@@ -92,3 +92,22 @@ def test_a_bad_pipeline_setting_is_one_line(vit_run):
             pipeline_run(vit_run, chosen)
         assert str(refused.value).startswith(words)
     assert json.loads((vit_run / "metrics.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_the_docs_pipeline_commands_run_as_written(vit_run, capsys):
+    """Every `expframe-deploy ... --pipeline` line of the docs' bash blocks, on a trained tiny ViT."""
+    import re
+    import shlex
+
+    from expframe.cli.deploy import main
+    from tests.support.documentation import documentation
+
+    blocks = re.findall(r"```bash\n(.*?)```", documentation(), flags=re.S)
+    commands = [line.strip() for b in blocks for line in b.splitlines() if line.startswith("expframe-deploy ")]
+    commands = [c for c in commands if "--pipeline" in c]
+    assert commands, "the docs show the pipeline"
+    for command in commands:
+        args = [a if a.startswith("-") or a.isdigit() else str(vit_run) for a in shlex.split(command)[1:]]
+        main(args)
+        assert f"-> {vit_run / 'deploy' / REPORT_FILE}" in capsys.readouterr().out

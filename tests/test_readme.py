@@ -61,6 +61,8 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
             done = run_train_in_process("epochs=1", "energy.track=false", f"hydra.run.dir={parent}")
             assert done.returncode == 0, done.stderr
         args = [f"retrain.from={parent}" if a.startswith("retrain.from=") else a for a in args]
+    if args[:3] == ["-m", "tests.benchmark", "--vit"]:
+        return [*args[:3], "--samples", "4000", "--epochs", "2", "--repeats", "1"]
     if args[:3] == ["-m", "tests.benchmark", "--sweep-resume"]:
         return [*args[:3], "5", "--repeats", "1"]
     if args[:2] == ["-m", "tests.benchmark"]:
@@ -90,6 +92,9 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
     if "deploy=cpu" in args:  # the serving measurements at their smallest: the variants all still run
         extra += ["deploy.load_seconds=0.05", "deploy.timed_calls=20", "deploy.warmup_calls=5"]
         extra.append("deploy.throughput_calls=2")
+    if "dataset=mvtec" in args:
+        extra += [f"dataset.root={images['mvtec_published']}", "dataset.category=bottle", "dataset.image_size=32"]
+        extra.append(f"dataset.cache_dir={tmp_path / 'cache'}")
     if "dataset=image_folder" in args:
         layout = "mvtec" if any(a.startswith("dataset.classes=") for a in args) else "xray"
         extra += [f"dataset.root={images[layout]}", "dataset.image_size=32", f"dataset.cache_dir={tmp_path / 'cache'}"]
@@ -143,6 +148,8 @@ def test_readme_command_runs(command, tmp_path, tiny_mnist_root, tiny_image_root
     elif args[:2] == ["-m", "tests.benchmark_shift"]:
         assert float(re.search(r"ratio ([\d.]+)x faster", out.stdout).group(1)) > 1, out.stdout
         assert re.search(r"all of shift=standard \(70 pairs\): [\d.]+ s", out.stdout), out.stdout
+    elif args[:3] == ["-m", "tests.benchmark", "--vit"]:
+        assert re.search(r"tiny ViT: expframe / floor = [\d.]+", out.stdout), out.stdout
     elif args[:2] == ["-m", "tests.benchmark_drift"]:
         calibration = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out.stdout, flags=re.M)
         assert [c[0] for c in calibration] == ["10", "100", "500", "1000"], out.stdout

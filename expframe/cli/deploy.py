@@ -83,10 +83,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pipeline", action="store_true", help="eager fp32 -> ONNX fp32 -> int8 -> tuned, against the targets"
     )
+    for key in ("timed_calls", "warmup_calls", "throughput_batch", "throughput_calls"):
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, metavar="N", help=f"deploy.{key} (a big model's)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", metavar="N", help="deploy.pipeline.batch_sizes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         chosen = settings(args.variants)
+        for key in ("timed_calls", "warmup_calls", "throughput_batch", "throughput_calls"):
+            if getattr(args, key) is not None:
+                chosen[key] = getattr(args, key)
+        if args.batch_sizes:
+            chosen.pipeline.batch_sizes = args.batch_sizes
+        check_settings(chosen)
         if args.pipeline:
             for run_dir in args.run_dirs:
                 print_pipeline(pipeline_run(run_dir, chosen), run_dir)
