@@ -56,8 +56,13 @@ def check_pipeline(settings: DictConfig) -> None:
         raise ConfigError("deploy.pipeline.price_per_hour", price, "must be a finite number > 0 (the machine's)")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: the machine whose price is shared out."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def thread_choices(settings: DictConfig) -> list[int]:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = usable_cpus()
     return sorted({t for t in (settings.threads or range(1, cpus + 1)) if t <= cpus}) or [1]
 
 
@@ -234,7 +239,7 @@ def run_pipeline(
         Step("onnx_int8", int8, settings.threads, batch),
         tuned,
     ]
-    cpus = max(thread_choices(settings.pipeline))
+    cpus = usable_cpus()
     rows = [measure(s, x, y, reference, positive, settings) for s in steps]
     rows = with_reductions(rows, settings.pipeline.price_per_hour, cpus)
     met = targets(rows, settings.pipeline.targets)
