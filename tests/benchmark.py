@@ -121,6 +121,24 @@ def expframe_path(cfg) -> Trainer:
     return run
 
 
+def _epochs_by_index(model: nn.Module, optimizer, dev, train_idx: torch.Tensor, epochs: int, batch_size: int):
+    """The floor's loop: device-resident tensors, batches by index, nothing else; per-epoch seconds."""
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        for i in range(0, len(order), batch_size):
+            batch = order[i : i + batch_size]
+            loss = F.cross_entropy(model(dev.train_x[batch]), dev.train_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def floor(cfg) -> Trainer:
     """The least a loop can do: device-resident tensors, batches by index, no bookkeeping."""
     dev, train_idx = _device_data(cfg)
@@ -129,18 +147,7 @@ def floor(cfg) -> Trainer:
         torch.manual_seed(0)
         model = _mlp()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        gen = torch.Generator().manual_seed(0)
-        times = []
-        for _ in range(cfg.epochs):
-            start = time.perf_counter()
-            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            for i in range(0, len(order), 64):
-                batch = order[i : i + 64]
-                loss = F.cross_entropy(model(dev.train_x[batch]), dev.train_y[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            times.append(time.perf_counter() - start)
+        times = _epochs_by_index(model, optimizer, dev, train_idx, cfg.epochs, 64)
         return times, _test_acc(model, dev.test_x, dev.test_y), len(train_idx)
 
     return run
@@ -157,19 +164,7 @@ def configured_floor(cfg) -> Trainer:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, cfg.activation, cfg.init, ModelInputs(dev.input_shape, dev.num_classes))
         optimizer = build(cfg.optimizer)(model.parameters())
-        gen = torch.Generator().manual_seed(0)
-        times = []
-        for _ in range(cfg.epochs):
-            model.train()
-            start = time.perf_counter()
-            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            for i in range(0, len(order), cfg.batch_size):
-                batch = order[i : i + cfg.batch_size]
-                loss = F.cross_entropy(model(dev.train_x[batch]), dev.train_y[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            times.append(time.perf_counter() - start)
+        times = _epochs_by_index(model, optimizer, dev, train_idx, cfg.epochs, cfg.batch_size)
         return times, _test_acc(model, dev.test_x, dev.test_y), len(train_idx)
 
     return run
