@@ -130,3 +130,21 @@ def test_a_foreign_or_hostile_weights_file_is_one_line(tmp_path):
             refused.value
         )
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_vit_trains_under_reduced_precision(precision, tmp_path):
+    metrics = trained(
+        make_cfg(
+            "dataset=digits",
+            "model=vit",
+            "model.patch_size=4",
+            f"precision={precision}",
+            "epochs=1",
+            "energy.track=false",
+        ),
+        tmp_path,
+    )
+    assert metrics["status"] == "ok" and metrics["precision"] == precision and metrics["test_acc"] > 0.3, metrics[
+        "test_acc"
+    ]
