@@ -38,6 +38,16 @@ class ModelFamily(Protocol):
     ) -> nn.Module: ...
 
 
+def replace_modules(module: nn.Module, kind: type[nn.Module], make: ActivationFactory) -> None:
+    """Every `kind` submodule replaced by a fresh `make()`: how a torchvision family takes the run's
+    activation (a ResNet's ReLUs, a ViT's GELUs)."""
+    for name, child in module.named_children():
+        if isinstance(child, kind):
+            setattr(module, name, make())
+        else:
+            replace_modules(child, kind, make)
+
+
 def build_model(
     model: DictConfig, activation: DictConfig, init: DictConfig, inputs: ModelInputs, check: bool = True
 ) -> nn.Module:

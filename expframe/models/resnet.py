@@ -13,19 +13,11 @@ from torch import nn
 
 from expframe.data.raw import project_path
 from expframe.errors import ConfigError, short_reason
-from expframe.models.contract import ActivationFactory
+from expframe.models.contract import ActivationFactory, replace_modules
 
 log = logging.getLogger("expframe")
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
-
-
-def _swap_relu(module: nn.Module, activation: ActivationFactory) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.ReLU):
-            setattr(module, name, activation())
-        else:
-            _swap_relu(child, activation)
 
 
 class ResNet(nn.Module):
@@ -48,7 +40,7 @@ class ResNet(nn.Module):
         super().__init__()
         net = getattr(models, arch)(weights=None, num_classes=num_classes)
         net.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
-        _swap_relu(net, activation)
+        replace_modules(net, nn.ReLU, activation)
         self.net = net
         self.weights, self.freeze_backbone = weights, freeze_backbone
 

@@ -27,21 +27,13 @@ from torch import nn
 
 from expframe.data.raw import project_path
 from expframe.errors import ConfigError, short_reason
-from expframe.models.contract import ActivationFactory
+from expframe.models.contract import ActivationFactory, replace_modules
 
 log = logging.getLogger("expframe")
 
 HEAD = ("heads.head.weight", "heads.head.bias")
 POSITION = "encoder.pos_embedding"
 PROJECTION = "conv_proj.weight"
-
-
-def _swap_gelu(module: nn.Module, activation: ActivationFactory) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.GELU):
-            setattr(module, name, activation())
-        else:
-            _swap_gelu(child, activation)
 
 
 def check_shape(input_shape: tuple[int, ...], patch_size: int, width: int, heads: int) -> None:
@@ -97,7 +89,7 @@ class ViT(nn.Module):
             net.conv_proj = nn.Conv2d(input_shape[0], width, kernel_size=patch_size, stride=patch_size)
             nn.init.trunc_normal_(net.conv_proj.weight, std=(1 / (input_shape[0] * patch_size**2)) ** 0.5)
             nn.init.zeros_(net.conv_proj.bias)
-        _swap_gelu(net.encoder, activation)
+        replace_modules(net.encoder, nn.GELU, activation)
         self.net = net
         self.weights = weights
 
