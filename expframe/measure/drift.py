@@ -44,12 +44,6 @@ def ks(reference: torch.Tensor, new: torch.Tensor, alpha: float = ALPHA) -> Verd
     return Verdict("ks", max(float(t.statistic) for t in tests), p_value, threshold, p_value < threshold)
 
 
-def median_bandwidth(reference: torch.Tensor, new: torch.Tensor) -> float:
-    """alibi-detect's median heuristic: sigma² = half the median squared distance between reference and
-    new samples, so the kernel exp(-d² / (2 sigma²)) is exp(-d² / that median)."""
-    return float(torch.cdist(reference, new).square().median().clamp_min(1e-12)) / 2
-
-
 def mmd2(kernel: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
     """Unbiased MMD² between the rows marked in each row of `first` (P, N; 1 = the first sample) and
     the others, from their pooled kernel matrix (N, N): one matrix product for every split at once,
@@ -76,8 +70,11 @@ def mmd(
     permutation: (1 + permutations whose MMD² >= the observed one) / (1 + permutations), so it is
     never 0; its Monte-Carlo standard error is sqrt(p (1 - p) / permutations)."""
     pooled = torch.cat([reference, new]).double()
-    sigma2 = median_bandwidth(reference.double(), new.double())
-    kernel = torch.exp(-torch.cdist(pooled, pooled).square() / (2 * sigma2))
+    squared = torch.cdist(pooled, pooled).square()
+    # alibi-detect's median heuristic, on the reference x new block of the same distances: sigma² is
+    # half their median, so the kernel exp(-d² / (2 sigma²)) is exp(-d² / that median)
+    sigma2 = float(squared[: len(reference), len(reference) :].median().clamp_min(1e-12)) / 2
+    kernel = torch.exp(-squared / (2 * sigma2))
     observed_split = (torch.arange(len(pooled), device=pooled.device) < len(reference)).unsqueeze(0)
     observed = mmd2(kernel, observed_split)[0]
     orders = torch.stack([torch.randperm(len(pooled), generator=generator) for _ in range(permutations)])
