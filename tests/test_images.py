@@ -257,12 +257,14 @@ def test_every_init_and_activation_reach_a_resnet(init):
 
 def test_augment_is_seeded_and_a_full_flip_mirrors():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    y = torch.tensor([3, 4])
     flip = RandomResizedCropFlip([1.0, 1.0], [1.0, 1.0], 1.0, torch.Generator().manual_seed(0))
-    assert torch.allclose(flip(x), x.flip(-1), atol=1e-4)
+    mirrored, labels = flip(x, y)
+    assert torch.allclose(mirrored, x.flip(-1), atol=1e-4) and torch.equal(labels, y)
     a = RandomResizedCropFlip([0.5, 1.0], [0.75, 1.33], 0.5, torch.Generator().manual_seed(1))
     b = RandomResizedCropFlip([0.5, 1.0], [0.75, 1.33], 0.5, torch.Generator().manual_seed(1))
-    out = a(x)
-    assert torch.equal(out, b(x)) and out.shape == x.shape and not torch.allclose(out, x)
+    out, _ = a(x, y)
+    assert torch.equal(out, b(x, y)[0]) and out.shape == x.shape and not torch.allclose(out, x)
 
 
 def test_metrics_json_of_a_multiclass_run_has_macro_f1_only(tmp_path):

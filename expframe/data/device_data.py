@@ -49,6 +49,15 @@ class DeviceData:
         pixels = rows * self.pixel_std + self.pixel_mean
         return (pixels * 255).round_().clamp_(0, 255).to(torch.uint8)
 
+    def batch_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """A normalised batch (the model's inputs) back to its 8-bit images, on its device."""
+        if isinstance(self.train_x, ImageStore):
+            store = self.train_x
+            pixels = x * store.std.to(x.device) + store.mean.to(x.device)
+        else:
+            pixels = (x * self.pixel_std.to(x.device) + self.pixel_mean.to(x.device)) * 255
+        return pixels.round_().clamp_(0, 255).to(torch.uint8)
+
     def test_pixels(self) -> torch.Tensor:
         return self.pixels(self.test_x)
 

@@ -25,7 +25,7 @@ from expframe.record import catalogue as figures
 from expframe.record.files import CHECKPOINT_FILE
 from expframe.record.recorder import Recorder
 from expframe.train import checkpoint
-from expframe.train.augment import RandomResizedCropFlip
+from expframe.train.augment import Augment
 from expframe.train.early_stopping import EarlyStopping
 from expframe.train.retrain import Retraining
 from expframe.train.runtime import synchronize
@@ -64,7 +64,7 @@ class Run:
     checkpoint_every: int
     early_stopping: DictConfig
     config: dict | None  # the resolved config each checkpoint saves for resume to compare; None: no checkpoints
-    augment: RandomResizedCropFlip | None = None
+    augment: Augment | None = None
     class_weights: list[float] | None = None
     # a retraining run's parent weights and the gate's held-out data (retrain.from); None otherwise
     retraining: Retraining | None = None

@@ -95,11 +95,11 @@ def setup(cfg: DictConfig, device: torch.device, out_dir: Path, split: Split | N
         )
     weights = class_weights(cfg.loss, data.train_y[train_idx], data.num_classes)
     loss_fn = build_loss(cfg.loss, data.num_classes, device, weights)
-    augment = build_augment(cfg.augment, cfg.seed, device)
-    if augment is not None and data.layout != "NCHW":
+    if cfg.augment.name != "none" and data.layout != "NCHW":
         raise ConfigError(
             "augment", cfg.augment.name, f"needs images (NCHW); dataset={cfg.dataset.name} is {data.layout}"
         )
+    augment = build_augment(cfg.augment, cfg.seed, device, data.num_classes, data.batch_pixels, data.normalise_pixels)
     seed_everything(cfg.seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = build_model(cfg.model, cfg.activation, cfg.init, model_inputs(data)).to(device, memory_format=memory_format)

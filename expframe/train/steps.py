@@ -21,17 +21,19 @@ def eager_step(
     data: DeviceData,
     amp: AbstractContextManager,
     memory_format: torch.memory_format,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Step:
-    """`augment`: applied to each training batch after the gather (expframe.train.augment)."""
+    """`augment`: applied to each training batch and its labels after the gather; its targets are the
+    labels, or soft targets for a mix (expframe.train.augment)."""
 
     def step(batch: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         x = data.train_x[batch] if inputs is None else inputs
+        target = data.train_y[batch]
         if augment is not None:
-            x = augment(x)
+            x, target = augment(x, target)
         with amp:
             logits = model(x.contiguous(memory_format=memory_format))
-            loss = loss_fn(logits, data.train_y[batch])
+            loss = loss_fn(logits, target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
