@@ -64,7 +64,7 @@ def test_every_group_has_its_options():
     assert names["precision"] == {"fp32", "fp16", "bf16"}
     assert names["device"] == {"auto", "cpu", "cuda"}
     assert names["model"] == {"mlp", "cnn", "resnet", "vit", "vit_small", "vit_b_16"}
-    assert names["augment"] == {"none", "basic", "crop"}
+    assert names["augment"] == {"none", "basic", "crop", "randaugment", "trivialaugment", "mixup", "cutmix"}
     assert names["shift"] == {"none", "standard", "noise", "blur", "weather", "digital"}
     assert names["loss"] == {"cross_entropy"}
 
