@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from expframe.data.raw import RawSplits, project_path
+from expframe.data.raw import ImageFiles, RawSplits, project_path
 from expframe.errors import ConfigError, short_reason
 from expframe.record.atomic import write_atomic
 
@@ -31,7 +31,8 @@ warnings.filterwarnings(
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SPLITS = ("train", "val", "test")
-CACHE_FORMAT = 1
+# 2: each split also keeps its files' names, header sizes and modes (the data report reads them)
+CACHE_FORMAT = 2
 OTHER = "_other_"
 # pixels an image may declare before it is skipped undecoded (dataset.max_pixels): 50 MP is a 7,000 x
 # 7,000 scan, 150 MB decoded as RGB; the decoders would try 10 GB for a crafted 100,000 x 100,000 header
@@ -138,27 +139,37 @@ class TooLarge(ValueError):
     """An image whose header declares more pixels than dataset.max_pixels: never decoded."""
 
 
-def check_dimensions(path: Path, max_pixels: int) -> None:
+class Empty(ValueError):
+    """A file of 0 bytes (an interrupted copy or download)."""
+
+
+def check_dimensions(path: Path, max_pixels: int) -> tuple[int, int, str]:
     """Reads the header only (PIL opens lazily): a 274-byte PNG may claim 100000 x 100000 pixels, and
-    decoding it would take 10 GB or crash the decoder."""
+    decoding it would take 10 GB or crash the decoder. Returns the file's height, width and PIL mode
+    (L, RGB, RGBA, I;16, ...): what the data report says of the files before decoding."""
     from PIL import Image
 
+    if path.stat().st_size == 0:
+        raise Empty("an empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as image:
-                width, height = image.size
+                (width, height), mode = image.size, image.mode
         except Image.DecompressionBombError:
             declared = 2 * (Image.MAX_IMAGE_PIXELS or 0)
             raise TooLarge(
-                f"its header declares over {declared:,} pixels, over dataset.max_pixels={max_pixels:,}"
+                f"too large: its header declares over {declared:,} pixels, over dataset.max_pixels={max_pixels:,}"
             ) from None
     if width * height > max_pixels:
-        raise TooLarge(f"{width} x {height} pixels, over dataset.max_pixels={max_pixels:,}")
+        raise TooLarge(f"too large: {width} x {height} pixels, over dataset.max_pixels={max_pixels:,}")
+    return height, width, mode
 
 
 def skip_reason(error: BaseException) -> str:
-    return str(error) if isinstance(error, TooLarge) else f"not a readable image: {short_reason(error, 120)}"
+    if isinstance(error, TooLarge | Empty):
+        return str(error)
+    return f"not a readable image: {short_reason(error, 120)}"
 
 
 def check_headers(files: dict[str, list[tuple[Path, int]]], max_pixels: int | None) -> None:
@@ -171,20 +182,25 @@ def check_headers(files: dict[str, list[tuple[Path, int]]], max_pixels: int | No
                 raise ConfigError("dataset.strict", True, f"{path}: {skip_reason(e)}") from None
 
 
-def decode(path: Path, image_size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """One file as a uint8 tensor (channels, size, size), resized with antialiasing; its size is read
-    from its header first."""
+def decode(
+    path: Path, image_size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[torch.Tensor, tuple[int, int, str]]:
+    """One file as a uint8 tensor (channels, size, size), resized with antialiasing, and its header's
+    height, width and mode, read first."""
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import resize
 
-    check_dimensions(path, max_pixels)
+    header = check_dimensions(path, max_pixels)
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     image = decode_image(str(path), mode=mode)
-    return resize(image, [image_size, image_size], antialias=True)
+    return resize(image, [image_size, image_size], antialias=True), header
 
 
-def decode_all(entries: list[tuple[Path, int]], image_size: int, channels: int, strict: bool, max_pixels: int):
-    """Decoded images and labels, and `path (why)` for each file skipped."""
+def decode_all(
+    entries: list[tuple[Path, int]], image_size: int, channels: int, strict: bool, max_pixels: int
+) -> dict[str, object]:
+    """The decoded files of one split: images, labels, the kept files and their header facts
+    (`files`, `sizes` (N, 2) height and width, `modes`), and `path (why)` for each file skipped."""
 
     def one(entry):
         try:
@@ -196,22 +212,27 @@ def decode_all(entries: list[tuple[Path, int]], image_size: int, channels: int, 
             return f"{entry[0]} ({why})"
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(one, entries))
-    kept = [(image, label) for image, (_, label) in zip(decoded, entries, strict=True) if not isinstance(image, str)]
-    skipped = [image for image in decoded if isinstance(image, str)]
-    images = torch.stack([i for i, _ in kept]) if kept else torch.empty(0, channels, image_size, image_size)
-    labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
-    return images.to(torch.uint8), labels, skipped
+        results = list(pool.map(one, entries))
+    kept = [(out, entry) for out, entry in zip(results, entries, strict=True) if not isinstance(out, str)]
+    images = [image for (image, _), _ in kept]
+    return {
+        "images": torch.stack(images).to(torch.uint8) if kept else torch.empty(0, channels, image_size, image_size),
+        "labels": torch.tensor([label for _, (_, label) in kept], dtype=torch.int64),
+        "files": [str(path) for _, (path, _) in kept],
+        "sizes": torch.tensor([header[:2] for (_, header), _ in kept], dtype=torch.int32).reshape(-1, 2),
+        "modes": [header[2] for (_, header), _ in kept],
+        "skipped": [out for out in results if isinstance(out, str)],
+    }
 
 
 def _decode_splits(files: dict, image_size: int, channels: int, strict: bool, max_pixels: int) -> dict:
     cache: dict = {"skipped": []}
     for split, entries in files.items():
-        images, labels, skipped = decode_all(entries, image_size, channels, strict, max_pixels)
-        if not len(labels):
+        decoded_split = decode_all(entries, image_size, channels, strict, max_pixels)
+        if not len(decoded_split["labels"]):
             raise ConfigError("dataset.root", str(entries[0][0].parents[1]), "holds no readable image")
-        cache[split] = {"images": images, "labels": labels}
-        cache["skipped"] += skipped
+        cache["skipped"] += decoded_split.pop("skipped")
+        cache[split] = decoded_split
     return cache
 
 
@@ -288,18 +309,36 @@ def image_folder(
     check_decoding(image_size, channels)
     where, files, names = list_files(root, dict(classes) if classes is not None else None, strict)
     cache = decoded(where, files, names, image_size, channels, cache_dir, strict, max_pixels)
-    train, test = cache["train"], cache["test"]
-    val = cache.get("val")
-    train_x, train_y = train["images"], train["labels"]
-    if val is not None:
-        train_x, train_y = torch.cat([train_x, val["images"]]), torch.cat([train_y, val["labels"]])
+    return splits_from_cache(cache, where, names, _positive_label(positive, names))
+
+
+def splits_from_cache(cache: dict, root: Path, names: list[str], positive: int) -> RawSplits:
+    """The decoded splits as a run reads them: a `val/` split's images follow the training images
+    (`val_size` of them); the files' names (relative to `root`), header sizes and modes ride along."""
+    train, val, test = cache["train"], cache.get("val"), cache["test"]
+    pool = [train] if val is None else [train, val]
+
+    def names_of(parts: list[dict]) -> list[str]:
+        return [str(Path(f).relative_to(root)) for part in parts for f in part["files"]]
+
+    files = ImageFiles(
+        train_files=names_of(pool),
+        test_files=names_of([test]),
+        train_sizes=torch.cat([p["sizes"] for p in pool]),
+        test_sizes=test["sizes"],
+        train_modes=[m for p in pool for m in p["modes"]],
+        test_modes=list(test["modes"]),
+        skipped=[str(s) for s in cache["skipped"]],
+        root=str(root),
+    )
     return RawSplits(
-        train_x,
-        train_y,
+        torch.cat([p["images"] for p in pool]),
+        torch.cat([p["labels"] for p in pool]),
         test["images"],
         test["labels"],
         len(names),
         class_names=tuple(names),
-        positive=_positive_label(positive, names),
+        positive=positive,
         val_size=None if val is None else len(val["labels"]),
+        files=files,
     )

@@ -14,9 +14,8 @@ Images are decoded and cached as an image folder's are (expframe/data/image_fold
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from expframe.data.image_folder import DEFAULT_MAX_PIXELS, check_decoding, decoded, image_files
+from expframe.data.image_folder import DEFAULT_MAX_PIXELS, check_decoding, decoded, image_files, splits_from_cache
 from expframe.data.raw import RawSplits, project_path
 from expframe.errors import ConfigError
 
@@ -100,17 +99,4 @@ def mvtec(
     folder = category_folder(root, category)
     files = list_mvtec(folder, shares, split_seed, strict)
     cache = decoded(folder, files, list(NAMES), image_size, channels, cache_dir, strict, max_pixels)
-    train_x, train_y = cache["train"]["images"], cache["train"]["labels"]
-    val = cache.get("val")
-    if val is not None:
-        train_x, train_y = torch.cat([train_x, val["images"]]), torch.cat([train_y, val["labels"]])
-    return RawSplits(
-        train_x,
-        train_y,
-        cache["test"]["images"],
-        cache["test"]["labels"],
-        len(NAMES),
-        class_names=NAMES,
-        positive=1,
-        val_size=None if val is None else len(val["labels"]),
-    )
+    return splits_from_cache(cache, folder, list(NAMES), positive=1)

@@ -98,10 +98,10 @@ def _folder_images(
     channels, size = shape[0], shape[-1]
     if not resize:
         _check_shapes(key, entries, shape)
-    images, labels, skipped = decode_all(entries, size, channels, strict=False, max_pixels=DEFAULT_MAX_PIXELS)
-    if skipped:
-        raise ConfigError(key, str(folder), f"holds a file that is not a readable image: {skipped[0]}")
-    return images, (labels if classes else None)
+    found = decode_all(entries, size, channels, strict=False, max_pixels=DEFAULT_MAX_PIXELS)
+    if found["skipped"]:
+        raise ConfigError(key, str(folder), f"holds a file that is not a readable image: {found['skipped'][0]}")
+    return found["images"], (found["labels"] if classes else None)
 
 
 def _check_shapes(key: str, entries: list, shape: tuple[int, ...]) -> None:

@@ -11,6 +11,22 @@ from expframe import PROJECT_ROOT
 
 
 @dataclass
+class ImageFiles:
+    """What an image folder's files were before decoding, row for row with the decoded tensors (the
+    training rows include a val/ folder's, last): names relative to `root`, header height and width,
+    PIL mode; and `path (why)` for each file skipped. The data report's per-file view."""
+
+    train_files: list[str]
+    test_files: list[str]
+    train_sizes: torch.Tensor
+    test_sizes: torch.Tensor
+    train_modes: list[str]
+    test_modes: list[str]
+    skipped: list[str]
+    root: str
+
+
+@dataclass
 class RawSplits:
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -23,6 +39,8 @@ class RawSplits:
     positive: int = 1
     # a fixed validation set (an image folder's val/): the last `val_size` training samples
     val_size: int | None = None
+    # image folders: the files behind the rows
+    files: ImageFiles | None = None
 
 
 def project_path(path: str) -> Path:

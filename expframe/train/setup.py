@@ -12,6 +12,7 @@ from torch import nn
 
 from expframe.build import build
 from expframe.data.device_data import DeviceData, load, split_indices, take
+from expframe.data.duplicates import NEAR_RULE, describe, run_leaks
 from expframe.errors import ConfigError
 from expframe.measure.clocks import StepClock
 from expframe.measure.memory import PeakMemory
@@ -68,6 +69,8 @@ def setup(cfg: DictConfig, device: torch.device, out_dir: Path, split: Split | N
             f"with num_classes={declared[1]} was declared; the loaded data have {list(data.input_shape)} "
             f"and {data.num_classes} classes",
         )
+    for leak in run_leaks(data):
+        log.warning("data leak: %s (expframe-data dataset=%s ... lists the files)", describe(leak), cfg.dataset.name)
     retraining = None
     if retrain.chosen(cfg.get("retrain")):
         if split is not None:
