@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from expframe.build import build
 from expframe.data.image_store import ImageStore, channel_stats
+from expframe.data.raw import RawSplits
 
 log = logging.getLogger("expframe")
 
@@ -71,6 +72,16 @@ class DeviceData:
 _CACHE: dict[tuple[str, str], DeviceData] = {}
 
 
+def normalisation(raw: RawSplits) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std a run normalises with, per channel (C) or feature (F), over the batch and
+    spatial axes of the source's layout and the whole training set (a val/ folder's images included),
+    so they do not move with the seed; on the source's scale (0-255 for uint8 images)."""
+    if raw.train_x.dtype == torch.uint8:
+        return channel_stats(raw.train_x)
+    dims = [i for i, axis in enumerate(raw.layout) if axis not in "CF"]
+    return raw.train_x.mean(dim=dims, keepdim=True), raw.train_x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+
+
 def load(dataset: DictConfig, device: torch.device) -> DeviceData:
     """Statistics per channel (C) or feature (F), over the batch and spatial axes of the source's
     layout, from the whole training set, so they do not move with the seed. uint8 images stay
@@ -80,8 +91,8 @@ def load(dataset: DictConfig, device: torch.device) -> DeviceData:
     if key not in _CACHE:
         raw = build(dataset.source)
         about = {"class_names": raw.class_names, "positive": raw.positive, "val_size": raw.val_size}
+        mean, std = normalisation(raw)
         if raw.train_x.dtype == torch.uint8:
-            mean, std = channel_stats(raw.train_x)
             size_mb = (raw.train_x.numel() + raw.test_x.numel()) / 2**20
             streamed = resident_max_mb is not None and size_mb > resident_max_mb
             workers = dataset.get("workers") or 0
@@ -92,9 +103,6 @@ def load(dataset: DictConfig, device: torch.device) -> DeviceData:
                     "%.0f MB of images > dataset.resident_max_mb=%s: streamed from the cache", size_mb, resident_max_mb
                 )
         else:
-            dims = [i for i, axis in enumerate(raw.layout) if axis not in "CF"]
-            mean = raw.train_x.mean(dim=dims, keepdim=True)
-            std = raw.train_x.std(dim=dims, keepdim=True).clamp_min(1e-6)
             train_x, test_x = ((raw.train_x - mean) / std).to(device), ((raw.test_x - mean) / std).to(device)
             if raw.layout == "NCHW":
                 about.update(pixel_mean=mean.to(device), pixel_std=std.to(device))
