@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from tests.conftest import make_cfg, run_cli_in_process, trained
 
@@ -99,11 +100,67 @@ def test_vector_data_refuse_an_image_augmentation(tmp_path):
     code, err = run_cli_in_process(
         "dataset=synthetic",
         "dataset.source.shape=[20]",
+        "dataset.input_shape=[20]",
         "dataset.source.n_train=200",
         "dataset.source.n_test=50",
         "augment=mixup",
         f"hydra.run.dir={tmp_path / 'out'}",
     )
-    assert code != 0 and "augment" in err and "needs images" in err
-    record = json.loads((tmp_path / "out" / "metrics.json").read_text()) if (tmp_path / "out").exists() else None
-    assert record is None or record["status"] == "failed"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and "augment='mixup'" in lines[0] and "needs images" in lines[0], lines
+    assert not (tmp_path / "out").exists(), "refused before the run folder"
+
+
+def test_train_acc_under_a_mix_is_the_larger_share_label(tmp_path):
+    """Under mixup the steps train on soft targets: the epoch's train_loss is the loss on them, and
+    train_acc how often the prediction on the mixed image is the label with the larger share (two
+    runs of one seed: one's epoch read whole, the other's figures recorded by the loop)."""
+    from expframe.measure.energy import EnergyMeter
+    from expframe.measure.scoring import accuracy
+    from expframe.train.loop import one_epoch, train_epoch
+    from expframe.train.setup import setup
+
+    cfg = make_cfg("dataset=digits", "augment=mixup", "augment.alpha=0.4", "epochs=1", "energy.track=false")
+    run = setup(cfg, torch.device("cpu"), tmp_path)
+    order = run.train_idx[torch.randperm(len(run.train_idx), generator=torch.Generator().manual_seed(0))]
+    logits, targets = train_epoch(run, order, tqdm(disable=True), None)
+    assert targets.shape == (len(logits), 10) and torch.allclose(targets.sum(1), torch.ones(len(logits)))
+    labels = run.data.train_y[order[: len(logits)]]
+    own = targets.gather(1, labels[:, None])[:, 0]
+    assert (own > 0).all() and (own < 1).any(), "each sample keeps a share of its label, mixed with another"
+    assert (targets.argmax(1) != labels).any(), "some mixed images are mostly their neighbour"
+    with EnergyMeter(cfg.energy, tmp_path / "emissions.csv") as meter:
+        row = one_epoch(setup(cfg, torch.device("cpu"), tmp_path), 1, order, None, meter)
+    assert row["train_acc"] == accuracy(logits.argmax(1), targets.argmax(1))
+    assert row["train_loss"] == pytest.approx(run.loss_fn(logits, targets).item(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_augment_axis_preset_reports_a_verdict_per_option(tmp_path):
+    """`+experiment=augment_axis`: five options x three seeds, each compared with augment=none."""
+    from tests.conftest import run_cli
+
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "train.py",
+        "-m",
+        "+experiment=augment_axis",
+        "dataset=digits",
+        "epochs=1",
+        "energy.track=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import yaml
+
+    jobs = [yaml.safe_load((p / ".hydra" / "overrides.yaml").read_text())[:2] for p in sweep.glob("[0-9]*")]
+    assert all(json.loads((p / "metrics.json").read_text())["status"] == "ok" for p in sweep.glob("[0-9]*"))
+    assert sorted((a.split("=")[1], int(s.split("=")[1])) for a, s in jobs) == sorted(
+        (a, s) for a in ("none", "basic", "randaugment", "mixup", "cutmix") for s in (0, 1, 2)
+    )
+    summary = (sweep / "summary.md").read_text()
+    comparison = summary.split("Against the baseline (augment=none)")[1]
+    rows = {line.split("|")[1].strip(): line for line in comparison.splitlines() if line.startswith("| ")}
+    assert "baseline" in rows["none"]
+    for option in ("basic", "randaugment", "mixup", "cutmix"):
+        assert any(v in rows[option] for v in ("P: better", "P: worse", "P: no detectable difference")), rows[option]

@@ -221,7 +221,7 @@ def validate(cfg: DictConfig) -> torch.device:
     check_values(cfg)
     check_settings(cfg.energy)
     check_deploy(cfg.deploy)
-    check_augment(cfg.augment, cfg.loss)
+    check_augment(cfg.augment, cfg.loss, list(cfg.dataset.input_shape), cfg.dataset.name)
     check_shift(cfg.get("shift"), cfg.dataset.get("input_shape"), str(cfg.dataset.source.get("_target_", "")))
     check_class_weights(cfg.loss)
     check_threads(cfg.device.get("threads"))

@@ -131,9 +131,16 @@ def _int(key: str, value: object, low: int, high: int) -> None:
         raise ConfigError(key, value, f"must be an integer in [{low}, {high}]")
 
 
-def check_settings(settings: DictConfig, loss: DictConfig | None = None) -> None:
+def check_settings(
+    settings: DictConfig, loss: DictConfig | None = None, input_shape: list[int] | None = None, dataset: str = ""
+) -> None:
+    """`input_shape`: one sample's declared shape; every augmentation here needs images (C, H, W)."""
     if settings.name not in NAMES:
         raise ConfigError("augment.name", settings.name, f"must be one of {', '.join(NAMES)}")
+    if settings.name != "none" and input_shape is not None and len(input_shape) != 3:
+        raise ConfigError(
+            "augment", settings.name, f"needs images (C, H, W); dataset={dataset} holds vectors of {list(input_shape)}"
+        )
     if settings.name in CROPS:
         scale, ratio = list(settings.scale), list(settings.ratio)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:

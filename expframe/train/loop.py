@@ -65,6 +65,8 @@ class Run:
     early_stopping: DictConfig
     config: dict | None  # the resolved config each checkpoint saves for resume to compare; None: no checkpoints
     augment: Augment | None = None
+    # the steps train on a mix's soft targets (augment=mixup|cutmix), not the labels
+    soft_targets: bool = False
     class_weights: list[float] | None = None
     # a retraining run's parent weights and the gate's held-out data (retrain.from); None otherwise
     retraining: Retraining | None = None
@@ -103,13 +105,15 @@ def train_epoch(
     """One pass in a seeded order; a final batch of one sample is dropped (BatchNorm cannot train on it).
 
     Returns the epoch's logits and targets (device tensors): its training loss and accuracy are
-    computed from them once the clock has stopped. The step clock marks every step boundary;
-    `probe` watches what the first step saves for backward.
+    computed from them once the clock has stopped. The targets are what each step trained on: the
+    labels, or a mix's soft targets (N, classes). The step clock marks every step boundary; `probe`
+    watches what the first step saves for backward.
     """
     run.model.train()
     batch_size = run.batch_size
     n = len(order) - (len(order) % batch_size == 1)
     logits = torch.empty(n, run.data.num_classes, device=order.device)
+    soft = torch.empty(n, run.data.num_classes, device=order.device) if run.soft_targets else None
     streamed = run.data.train_x.batches(order, batch_size, n) if run.data.streamed else None
     run.clock.reset()
     run.clock.mark()
@@ -118,13 +122,15 @@ def train_epoch(
         inputs = None if streamed is None else next(streamed)
         if probe is not None and start == 0:
             with probe:
-                out = run.step(batch, inputs)
+                out, target = run.step(batch, inputs)
         else:
-            out = run.step(batch, inputs)
+            out, target = run.step(batch, inputs)
         logits[start : start + len(batch)] = out.detach()
+        if soft is not None:
+            soft[start : start + len(batch)] = target
         run.clock.mark()
         bar.update()
-    return logits, run.data.train_y[order[:n]]
+    return logits, run.data.train_y[order[:n]] if soft is None else soft
 
 
 def one_epoch(
@@ -148,7 +154,8 @@ def one_epoch(
     if not math.isfinite(train_loss):
         log.warning("epoch %d: training loss is %s; stopping (status diverged)", epoch, train_loss)
         return None
-    train_acc = accuracy(logits.argmax(1), targets)
+    # under a mix: how often the prediction is the label with the larger share of the mixed image
+    train_acc = accuracy(logits.argmax(1), targets.argmax(1) if targets.ndim == 2 else targets)
     with meter.phase(f"val_epoch_{epoch}"):
         start = time.perf_counter()
         val_loss, val_acc, val_logits = evaluate(run.model, run.loss_fn, run.val_x, run.val_y, run.amp)

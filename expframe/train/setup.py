@@ -18,7 +18,7 @@ from expframe.measure.clocks import StepClock
 from expframe.measure.memory import PeakMemory
 from expframe.models.contract import ModelInputs, build_model
 from expframe.train import retrain
-from expframe.train.augment import build_augment
+from expframe.train.augment import build_augment, mixes
 from expframe.train.loop import Run
 from expframe.train.losses import build_loss, class_weights
 from expframe.train.runtime import autocast, seed_everything
@@ -148,6 +148,7 @@ def setup(cfg: DictConfig, device: torch.device, out_dir: Path, split: Split | N
         early_stopping=cfg.early_stopping,
         config=OmegaConf.to_container(cfg, resolve=True) if cfg.checkpoint.every else None,
         augment=augment,
+        soft_targets=mixes(cfg.augment),
         class_weights=weights,
         retraining=retraining,
     )

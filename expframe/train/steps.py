@@ -8,9 +8,9 @@ from torch import nn
 
 from expframe.data.device_data import DeviceData
 
-# a batch of indices in (and, streamed, its inputs already on the device), the batch's logits
-# (before the update) out
-Step = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+# a batch of indices in (and, streamed, its inputs already on the device); the batch's logits (before
+# the update) and the targets they were trained on out: the labels, or a mix's soft targets (N, classes)
+Step = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
 
 
 def eager_step(
@@ -26,7 +26,7 @@ def eager_step(
     """`augment`: applied to each training batch and its labels after the gather; its targets are the
     labels, or soft targets for a mix (expframe.train.augment)."""
 
-    def step(batch: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+    def step(batch: torch.Tensor, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = data.train_x[batch] if inputs is None else inputs
         target = data.train_y[batch]
         if augment is not None:
@@ -38,7 +38,7 @@ def eager_step(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        return logits
+        return logits, target
 
     return step
 
@@ -61,9 +61,10 @@ class GraphedStep:
         self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None
         self.warm = 0
 
-    def __call__(self, batch: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if len(batch) != len(self.index):
             return self.step(batch)
         if self.warm < self.WARMUP_STEPS:
@@ -79,6 +80,6 @@ class GraphedStep:
             self.optimizer.zero_grad(set_to_none=True)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.logits = self.step(self.index)
+                self.logits, self.targets = self.step(self.index)
         self.graph.replay()
-        return self.logits
+        return self.logits, self.targets
