@@ -597,6 +597,32 @@ def test_crafted_headers_and_outside_links_are_skipped_with_warnings(hostile_ima
     assert len(splits.train_y) == 40 + 10 + 1, "every real image and the inside link, nothing else"
 
 
+def test_linked_folders_that_lead_outside_are_not_read(tiny_image_roots, tmp_path, caplog):
+    """A link to a folder below a class folder is not descended into; a class folder that is a link
+    out of dataset.root is skipped with the warning a linked file gets."""
+    import shutil
+
+    from expframe.data.image_folder import image_folder
+    from expframe.errors import ConfigError
+
+    root = tmp_path / "xray"
+    shutil.copytree(tiny_image_roots["xray"], root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(next((root / "test" / "NORMAL").glob("*.png")), elsewhere / "stolen.png")
+    (root / "train" / "NORMAL" / "more").symlink_to(elsewhere)
+    shutil.move(root / "test" / "PNEUMONIA", tmp_path / "PNEUMONIA")
+    (root / "test" / "PNEUMONIA").symlink_to(tmp_path / "PNEUMONIA")
+    with caplog.at_level("WARNING", logger="expframe"), pytest.raises(ConfigError, match="empty class folder"):
+        image_folder(str(root), 28, 1, cache_dir=str(tmp_path / "cache"))
+    assert "outside dataset.root" in " ".join(r.getMessage() for r in caplog.records)
+    (root / "test" / "PNEUMONIA").unlink()
+    shutil.move(tmp_path / "PNEUMONIA", root / "test" / "PNEUMONIA")
+    splits = image_folder(str(root), 28, 1, cache_dir=str(tmp_path / "cache"))
+    assert all("stolen" not in f and "more" not in f for f in splits.files.train_files)
+    assert len(splits.train_y) == 50
+
+
 def test_strict_refuses_them_in_one_line_before_training(hostile_images, tmp_path):
     (hostile_images / "train" / "PNEUMONIA" / "link.png").unlink()
     for extra, word in ((["dataset.max_pixels=100000000000"], "bomb.png"), ([], "big.png")):

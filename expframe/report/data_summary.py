@@ -146,34 +146,32 @@ def markdown(report: dict) -> str:
     return "\n".join(out)
 
 
-def _pyplot():
-    import logging
+def _figure(width: float, height: float):
+    """A matplotlib Figure on the Agg canvas, without pyplot (its import and state cost a second)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _rendered(fig, path: Path) -> np.ndarray:
     """The figure drawn once: saved as PNG and returned as RGB pixels (H, W, 3) for TensorBoard."""
-    plt = _pyplot()
+    from PIL import Image
+
     fig.canvas.draw()
     pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    plt.imsave(path, pixels)
+    Image.fromarray(pixels).save(path)
     return pixels
 
 
 def class_figure(report: dict, path: Path) -> np.ndarray:
     """Images per class, one bar per split, each bar's share written above it."""
-    plt = _pyplot()
     names, splits = report["class_names"], list(report["classes"])
     width = 0.8 / len(splits)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 2), 3.2), dpi=110)
+    fig = _figure(max(4.0, 0.9 * len(names) + 2), 3.2)
+    ax = fig.add_subplot()
     for k, split in enumerate(splits):
         classes = report["classes"][split]["classes"]
         positions = [i + (k - (len(splits) - 1) / 2) * width for i in range(len(names))]
@@ -198,32 +196,30 @@ def _tile(images: np.ndarray, per_row: int, pad: int = 2) -> np.ndarray:
     return row
 
 
-def sample_figure(samples: dict[str, np.ndarray], path: Path) -> np.ndarray:
-    """A row of training images per class (seeded picks), the class named at its row: one image drawn."""
-    plt = _pyplot()
-    per_row = max(len(v) for v in samples.values())
-    rows = [_tile(images, per_row) for images in samples.values()]
+def _labelled_rows(rows: list[np.ndarray], labels: list[str], title: str, path: Path, width: float) -> np.ndarray:
+    """Rows of tiled images stacked, each labelled at its left: one image drawn, whatever the count."""
     grid = np.concatenate(rows)
     height = grid.shape[0] / len(rows)
-    fig, ax = plt.subplots(figsize=(min(12.0, 1.0 * per_row + 1.2), min(16.0, 0.9 * len(rows) + 0.4)), dpi=110)
+    fig = _figure(width, min(16.0, 0.9 * len(rows) + 0.5))
+    ax = fig.add_subplot()
     ax.imshow(grid, interpolation="nearest")
     ax.set_xticks([])
-    ax.set_yticks([height * (i + 0.5) for i in range(len(rows))], list(samples), fontsize=8)
-    ax.set_title("training samples per class (seeded)", fontsize=9)
+    ax.set_yticks([height * (i + 0.5) for i in range(len(rows))], labels, fontsize=7)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _rendered(fig, path)
+
+
+def sample_figure(samples: dict[str, np.ndarray], path: Path) -> np.ndarray:
+    """A row of training images per class (seeded picks), the class named at its row."""
+    per_row = max(len(v) for v in samples.values())
+    rows = [_tile(images, per_row) for images in samples.values()]
+    width = min(12.0, 1.0 * per_row + 1.2)
+    return _labelled_rows(rows, list(samples), "training samples per class (seeded)", path, width)
 
 
 def copies_figure(pairs: list[tuple[str, np.ndarray, str, np.ndarray]], path: Path) -> np.ndarray:
-    """Copies across splits side by side (a label and an image each): the reader judges them."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(5.0, 1.6 * len(pairs)), squeeze=False, dpi=110)
-    for row, (first_label, first, second_label, second) in enumerate(pairs):
-        for col, (label, image) in enumerate(((first_label, first), (second_label, second))):
-            ax = axes[row][col]
-            ax.imshow(_tile(image[None], 1, pad=0), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(label[-40:], fontsize=6)
-    fig.tight_layout()
-    return _rendered(fig, path)
+    """Copies across splits side by side, a pair per row named at its left: the reader judges them."""
+    rows = [_tile(np.stack([first, second]), 2, pad=4) for _, first, _, second in pairs]
+    labels = [f"{a[-32:]}\n{b[-32:]}" for a, _, b, _ in pairs]
+    return _labelled_rows(rows, labels, "copies across splits (left: first, right: second)", path, 6.0)
