@@ -5,6 +5,8 @@ sets, its bad input, and the leak line of a run trained on the same folder."""
 import contextlib
 import io
 import json
+import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from expframe.cli import data_report
 from expframe.data import duplicates
 from tests.conftest import run_train_in_process
+from tests.support.documentation import documentation
 
 SIZE = 40
 
@@ -70,30 +73,28 @@ def checked(tmp_path_factory) -> tuple[Path, Path, dict, str]:
 
 def test_counts_and_imbalance(checked):
     _, _, report, stdout = checked
-    train, test = report["classes"]["train"], report["classes"]["test"]
-    # train/ holds 40 readable images; the run's seeded val split takes 0.1 of them
-    assert train["count"] + report["classes"]["val"]["count"] == 40
+    pool, train, val, test = (report["classes"][s] for s in ("train+val", "train", "val", "test"))
+    # train/ holds 40 readable images at 3:1; the run's seeded val split takes 0.1 of them
+    assert {c: pool["classes"][c]["count"] for c in ("NORMAL", "PNEUMONIA")} == {"NORMAL": 30, "PNEUMONIA": 10}
+    assert pool["imbalance"] == 3.0 and pool["classes"]["PNEUMONIA"]["share"] == 0.25
+    assert train["count"] + val["count"] == 40 and val["count"] == 4
+    for c in ("NORMAL", "PNEUMONIA"):
+        assert train["classes"][c]["count"] + val["classes"][c]["count"] == pool["classes"][c]["count"]
     assert test["classes"]["NORMAL"]["count"] == 7 and test["classes"]["PNEUMONIA"]["count"] == 3
-    pool = {
-        c: train["classes"][c]["count"] + report["classes"]["val"]["classes"][c]["count"]
-        for c in ("NORMAL", "PNEUMONIA")
-    }
-    assert pool == {"NORMAL": 30, "PNEUMONIA": 10}
-    assert train["imbalance"] == pytest.approx(
-        train["classes"]["NORMAL"]["count"] / train["classes"]["PNEUMONIA"]["count"]
-    )
+    normal, pneumonia = (train["classes"][c]["count"] for c in ("NORMAL", "PNEUMONIA"))
+    assert train["imbalance"] == pytest.approx(normal / pneumonia)
     assert test["imbalance"] == pytest.approx(7 / 3)
     assert report["chance_accuracy"] == 0.5
     assert test["majority_accuracy"] == pytest.approx(0.7)
     n, k = train["count"], 2
-    expected = {c: n / (k * train["classes"][c]["count"]) for c in ("NORMAL", "PNEUMONIA")}
-    assert report["class_weights_balanced"] == pytest.approx(expected)
-    assert "imbalance (train)" in stdout
+    weights = {"NORMAL": n / (k * normal), "PNEUMONIA": n / (k * pneumonia)}
+    assert report["class_weights_balanced"] == pytest.approx(weights)
+    assert "imbalance 3.00:1 (train+val;" in stdout
 
 
 def test_the_bad_file_is_listed_with_its_reason(checked):
     _, _, report, stdout = checked
-    assert [b["file"].endswith("train/NORMAL/broken.png") for b in report["bad_files"]] == [True]
+    assert [b["file"] for b in report["bad_files"]] == ["train/NORMAL/broken.png"]
     assert "not a readable image" in report["bad_files"][0]["reason"]
     assert "broken.png" in stdout
 
@@ -174,7 +175,7 @@ def test_embedded_and_torchvision_sets(tmp_path, tiny_mnist_root):
     code, stdout, stderr = run("dataset=digits", "--out", str(tmp_path / "digits"))
     assert code == 0, stderr
     report = json.loads((tmp_path / "digits" / data_report.REPORT_FILE).read_text())
-    assert sum(t["count"] for t in report["classes"].values()) == 1797
+    assert report["classes"]["train+val"]["count"] + report["classes"]["test"]["count"] == 1797
     assert report["duplicates"]["checked"] and report["bad_files"] == []
     assert "digits: train" in stdout
     code, _, stderr = run("dataset=mnist", f"dataset.root={tiny_mnist_root}", "--out", str(tmp_path / "mnist"))
@@ -235,3 +236,41 @@ def test_near_rule_separates_resized_copies_from_distinct_images():
         assert {(i, j) for i, j in pairs if i == j} == {(i, i) for i in range(60)}
         assert all(i == j for i, j in pairs)
     assert duplicates.near_pairs(a) == []
+
+
+def test_every_documented_command_runs(tmp_path, tiny_image_roots):
+    """Every `expframe-data` line of the README's and docs' bash blocks, a folder of the README's
+    layout standing in for the page's own."""
+    blocks = re.findall(r"```bash\n(.*?)```", documentation(), flags=re.S)
+    commands = [line.strip() for b in blocks for line in b.splitlines() if line.startswith("expframe-data")]
+    assert len(commands) >= 2
+    for i, command in enumerate(commands):
+        args = [
+            f"dataset.root={tiny_image_roots['xray']}" if a.startswith("dataset.root=") else a
+            for a in shlex.split(command)[1:]
+        ]
+        code, stdout, stderr = run(*args, "--out", str(tmp_path / str(i)))
+        assert code == 0, f"{command}\n{stderr}"
+        assert (tmp_path / str(i) / data_report.SUMMARY_FILE).is_file() and "report in" in stdout
+
+
+def test_a_class_missing_from_a_split_is_said_not_fatal(tmp_path):
+    """MVTec's layout read as a folder: train/ holds good images only, so the defect class has no
+    training sample; the report says so where a ratio or a weight would divide by zero."""
+    rng = np.random.default_rng(1)
+    for split, folder, n in (("train", "good", 12), ("test", "good", 4), ("test", "crack", 3)):
+        (tmp_path / "data" / split / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(picture(rng)).save(tmp_path / "data" / split / folder / f"{i}.png")
+    code, stdout, stderr = run(
+        "dataset=image_folder",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.classes={good: 0, _other_: 1}",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "out" / data_report.REPORT_FILE).read_text())
+    assert report["classes"]["train+val"]["imbalance"] is None and report["classes"]["test"]["imbalance"] == 4 / 3
+    assert report["class_weights_balanced"] is None and "no training sample" in report["class_weights_unweighable"]
+    assert "a class is missing" in stdout

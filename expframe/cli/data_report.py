@@ -26,6 +26,7 @@ from expframe.cli.entry import USER_ERRORS, one_line
 from expframe.config.output_folders import check_output_folder
 from expframe.config.validate import check_data_size, check_rules, check_shape
 from expframe.data import profile
+from expframe.data.raw import RawSplits
 from expframe.errors import ConfigError
 from expframe.record.atomic import write_atomic
 from expframe.report import data_summary
@@ -81,7 +82,12 @@ def analyse(cfg: DictConfig, per_class: int) -> tuple[dict, dict]:
     raw = build(cfg.dataset.source)
     splits = profile.run_splits(raw, cfg.dataset.val_fraction, cfg.seed)
     names = profile.class_names(raw)
-    weights = class_weights(OmegaConf.create({"class_weights": "balanced"}), raw.train_y[splits.train], raw.num_classes)
+    weights, unweighable = None, None
+    try:
+        balanced = OmegaConf.create({"class_weights": "balanced"})
+        weights = dict(zip(names, class_weights(balanced, raw.train_y[splits.train], raw.num_classes), strict=True))
+    except ConfigError as e:  # a class without training samples: reported, not fatal here
+        unweighable = e.allowed
     declared = [list(cfg.dataset.input_shape), cfg.dataset.num_classes]
     loaded = [list(raw.train_x.shape[1:]), raw.num_classes]
     report = {
@@ -99,7 +105,8 @@ def analyse(cfg: DictConfig, per_class: int) -> tuple[dict, dict]:
         "class_names": names,
         "classes": profile.class_counts(raw, splits),
         "chance_accuracy": 1 / raw.num_classes,
-        "class_weights_balanced": dict(zip(names, weights, strict=True)),
+        "class_weights_balanced": weights,
+        "class_weights_unweighable": unweighable,
         "images": {**profile.image_facts(raw), "per_split": profile.split_statistics(raw, splits)},
         "bad_files": profile.bad_files(raw),
         "duplicates": profile.copies(raw, splits),
@@ -116,24 +123,18 @@ def analyse(cfg: DictConfig, per_class: int) -> tuple[dict, dict]:
     return report, shown
 
 
-def copy_pairs(raw, splits: profile.Splits, groups: list[dict]) -> list:
+def copy_pairs(raw: RawSplits, splits: profile.Splits, groups: list[dict]) -> list[tuple]:
     """The first copies across splits as (label, image, label, image), for the side-by-side figure."""
     rows = {split: {profile.name_of(raw, split, int(r)): int(r) for r in idx} for split, idx in splits.items()}
     pairs = []
-    for group in groups:
-        if len(group["splits"]) < 2:
-            continue
-        first, second = (
-            group["members"][0],
-            next(m for m in group["members"] if m["split"] != group["members"][0]["split"]),
-        )
-        images = [
-            profile.pixels(raw, m["split"], torch.tensor([rows[m["split"]][m["file"]]]))[0].numpy()
-            for m in (first, second)
-        ]
-        pairs.append(
-            (f"{first['split']}: {first['file']}", images[0], f"{second['split']}: {second['file']}", images[1])
-        )
+    for group in (g for g in groups if len(g["splits"]) > 1):
+        first = group["members"][0]
+        second = next(m for m in group["members"] if m["split"] != first["split"])
+        pair = []
+        for member in (first, second):
+            row = torch.tensor([rows[member["split"]][member["file"]]])
+            pair += [f"{member['split']}: {member['file']}", profile.pixels(raw, member["split"], row)[0].numpy()]
+        pairs.append(tuple(pair))
         if len(pairs) == data_summary.SHOWN_COPIES:
             break
     return pairs
@@ -145,7 +146,7 @@ def write_report(out: Path, report: dict, shown: dict) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     text = data_summary.markdown(report)
-    write_atomic(out / REPORT_FILE, json.dumps(report, indent=2, allow_nan=True).encode())
+    write_atomic(out / REPORT_FILE, json.dumps(report, indent=2, allow_nan=False).encode())
     write_atomic(out / SUMMARY_FILE, text.encode())
     with SummaryWriter(log_dir=str(out)) as writer:
         writer.add_text("data/summary", text)

@@ -9,6 +9,7 @@ the ones the loader normalises with. Everything returned is plain JSON (data.jso
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ import torch
 from expframe.data.device_data import normalisation, split_indices
 from expframe.data.duplicates import NEAR_RULE, Fingerprints, fingerprints, groups, leaks
 from expframe.data.raw import RawSplits
+
+# the training pool's name in the class table
+POOL = "train+val"
 
 
 @dataclass
@@ -28,6 +32,11 @@ class Splits:
 
     def items(self) -> list[tuple[str, torch.Tensor]]:
         return [(name, idx) for name, idx in (("train", self.train), ("val", self.val), ("test", self.test))]
+
+    @property
+    def pool(self) -> torch.Tensor:
+        """Every training row, train and val: a folder's train/ (and val/) as it lies on disk."""
+        return torch.cat([self.train, self.val]).sort().values
 
 
 def run_splits(raw: RawSplits, val_fraction: float, seed: int) -> Splits:
@@ -44,12 +53,14 @@ def labels_of(raw: RawSplits, split: str, idx: torch.Tensor) -> torch.Tensor:
 
 
 def class_counts(raw: RawSplits, splits: Splits) -> dict[str, dict]:
-    """Per split: counts and shares per class, the imbalance (largest class / smallest, inf when a
-    class is missing) and the accuracy of always answering the training split's largest class."""
+    """Per split, and for the whole training pool (`train+val`: what the folders hold before a run
+    cuts its validation split): counts and shares per class, the imbalance (largest class /
+    smallest; None when a class is missing) and the accuracy of always answering the train split's
+    largest class."""
     names = class_names(raw)
     majority = int(torch.bincount(raw.train_y[splits.train], minlength=raw.num_classes).argmax())
     table = {}
-    for split, idx in splits.items():
+    for split, idx in [(POOL, splits.pool), *splits.items()]:
         counts = torch.bincount(labels_of(raw, split, idx), minlength=raw.num_classes).tolist()
         total = sum(counts)
         if not total:
@@ -57,7 +68,7 @@ def class_counts(raw: RawSplits, splits: Splits) -> dict[str, dict]:
         table[split] = {
             "count": total,
             "classes": {n: {"count": c, "share": c / total} for n, c in zip(names, counts, strict=True)},
-            "imbalance": max(counts) / min(counts) if min(counts) else float("inf"),
+            "imbalance": max(counts) / min(counts) if min(counts) else None,
             "majority_accuracy": counts[majority] / total,
         }
     return table
@@ -96,7 +107,8 @@ def bad_files(raw: RawSplits) -> list[dict[str, str]]:
     found = []
     for entry in raw.files.skipped:
         path, _, why = entry.partition(" (")
-        found.append({"file": path, "reason": why[:-1] if why.endswith(")") else why})
+        relative = Path(path).relative_to(raw.files.root) if Path(path).is_relative_to(raw.files.root) else path
+        found.append({"file": str(relative), "reason": why[:-1] if why.endswith(")") else why})
     return found
 
 

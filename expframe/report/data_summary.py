@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+# the training pool's column: train and val together, as the folders hold them
+POOL = "train+val"
 # copies shown side by side in near_duplicates.png (the full list is in data.json and summary.md)
 SHOWN_COPIES = 8
 LISTED_GROUPS = 50
@@ -15,8 +17,8 @@ def _pct(share: float) -> str:
     return f"{100 * share:.1f}%"
 
 
-def _ratio(value: float) -> str:
-    return "inf (a class is missing)" if value == float("inf") else f"{value:.2f}:1"
+def _ratio(value: float | None) -> str:
+    return "a class is missing" if value is None else f"{value:.2f}:1"
 
 
 def leak_lines(report: dict) -> list[str]:
@@ -33,14 +35,15 @@ def short_summary(report: dict) -> list[str]:
     counts = report["classes"]
     lines = [
         f"{report['dataset']['name']}: "
-        + ", ".join(f"{split} {table['count']:,}" for split, table in counts.items())
+        + ", ".join(f"{split} {table['count']:,}" for split, table in counts.items() if split != POOL)
         + f" images of {len(report['class_names'])} classes"
     ]
-    train = counts["train"]
+    train, pool = counts["train"], counts[POOL]
     largest = max(train["classes"], key=lambda n: train["classes"][n]["count"])
     lines.append(
-        f"imbalance (train) {_ratio(train['imbalance'])}; chance {report['chance_accuracy']:.3f}, always '{largest}' "
-        + ", ".join(f"{s} {t['majority_accuracy']:.3f}" for s, t in counts.items())
+        f"imbalance {_ratio(pool['imbalance'])} ({POOL}; train split {_ratio(train['imbalance'])}); "
+        f"chance {report['chance_accuracy']:.3f}, always '{largest}' "
+        + ", ".join(f"{s} {t['majority_accuracy']:.3f}" for s, t in counts.items() if s != POOL)
     )
     images = report["images"]
     if images.get("mean") is not None:
@@ -94,8 +97,12 @@ def markdown(report: dict) -> str:
     )
     out.append("")
     out.append(f"Chance accuracy (a uniform guess): {report['chance_accuracy']:.4f}.  ")
-    weights = ", ".join(f"{n}: {w:.4f}" for n, w in report["class_weights_balanced"].items())
-    out.append(f"`loss.class_weights=balanced` weighs the classes {weights} (n / (k n_c) on the train split).")
+    weights = report["class_weights_balanced"]
+    if weights is None:
+        out.append(f"`loss.class_weights=balanced` cannot weigh these classes: {report['class_weights_unweighable']}.")
+    else:
+        listed = ", ".join(f"{n}: {w:.4f}" for n, w in weights.items())
+        out.append(f"`loss.class_weights=balanced` weighs the classes {listed} (n / (k n_c) on the train split).")
     out += ["", "## Images", ""]
     images = report["images"]
     out.append(f"Stored as {images['layout']} {images['stored_shape']} (what the model sees).  ")
