@@ -53,6 +53,8 @@ def shrink(args: list[str], tmp_path, tiny_mnist_root, images: dict | None = Non
         return [*args[:2], "--images", "120", "--size", "32", "--epochs", "2"]
     if args[:2] == ["-m", "tests.benchmark_shift"]:
         return [*args[:2], "--images", "200", "--repeats", "1", "--no-run"]
+    if args[:2] == ["-m", "tests.benchmark_data"]:
+        return [*args[:2], "--images", "240", "--size", "32", "--steps", "2", "--repeats", "1"]
     if args[:2] == ["-m", "tests.benchmark_drift"]:
         return [*args[:2], "--draws", "5", "--seeds", "2", "--shifts", "gaussian_noise", "--repeats", "1"]
     if any(a.startswith("retrain.from=") for a in args):  # the page's parent run is an example: train one
@@ -195,6 +197,10 @@ def test_readme_inline_command_runs(command, tmp_path, tiny_mnist_root):
         assert all(row.startswith(name) for row, name in zip(rows, names, strict=True)), out.stdout
         assert re.search(r"later epochs: best ImageFolder / expframe = [\d.]+x", out.stdout)
         assert re.search(r"cache hit: [\d.]+ s", out.stdout)
+    if args[:2] == ["-m", "tests.benchmark_data"]:
+        assert re.search(r"warm decode cache, in process: [\d.]+ s", out.stdout), out.stdout
+        rows = [line.split("|")[1].strip() for line in out.stdout.splitlines() if line.startswith("| ")][1:]
+        assert rows == ["none", "basic", "randaugment", "trivialaugment", "mixup", "cutmix"], out.stdout
 
 
 def test_readme_optuna_trials_command_reads_the_study(tmp_path):
