@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from expframe.errors import ConfigError
+from expframe.train.losses import takes_soft_targets
 
 PIXEL_POLICIES = ("randaugment", "trivialaugment")
 MIXES = ("mixup", "cutmix")
@@ -158,8 +159,9 @@ def check_settings(
         alpha = settings.alpha
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < math.inf:
             raise ConfigError("augment.alpha", alpha, "must be a finite number > 0 (the Beta distribution's)")
-        target = None if loss is None else str(loss.get("_target_"))
-        if target is not None and target != "torch.nn.CrossEntropyLoss":
+        if loss is not None and not takes_soft_targets(loss):
             raise ConfigError(
-                "augment", settings.name, f"trains on soft targets; loss {target} cannot take them (cross_entropy can)"
+                "augment",
+                settings.name,
+                f"trains on soft targets; loss {loss.get('_target_')} cannot take them (the loss group's default can)",
             )

@@ -11,6 +11,17 @@ from expframe.errors import ConfigError
 CLASS_WEIGHTS = ("none", "balanced")
 
 
+def takes_soft_targets(loss: DictConfig) -> bool:
+    """Whether the loss takes class probabilities (N, classes) as targets, as a mix makes them: asked of
+    the loss itself, built without its class weights, on two rows of three classes."""
+    spec = {k: v for k, v in OmegaConf.to_container(loss).items() if k not in ("class_weights", "weight")}
+    try:
+        build(OmegaConf.create(spec))(torch.zeros(2, 3), torch.full((2, 3), 1 / 3))
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return False
+    return True
+
+
 def check_class_weights(loss: DictConfig) -> None:
     choice = OmegaConf.select(loss, "class_weights", default="none")
     if choice not in CLASS_WEIGHTS:
