@@ -164,3 +164,26 @@ def test_augment_axis_preset_reports_a_verdict_per_option(tmp_path):
     assert "baseline" in rows["none"]
     for option in ("basic", "randaugment", "mixup", "cutmix"):
         assert any(v in rows[option] for v in ("P: better", "P: worse", "P: no detectable difference")), rows[option]
+
+
+@pytest.mark.parametrize("variant", ["basic", *VARIANTS])
+def test_each_variant_trains_on_rgb_images(tmp_path, variant):
+    """3-channel images: the policies' colour operations and the mixes on an RGB folder."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for split, n in (("train", 24), ("test", 8)):
+        for label in ("a", "b"):
+            (tmp_path / "rgb" / split / label).mkdir(parents=True)
+            for i in range(n):
+                tint = torch.tensor([200, 40, 40] if label == "a" else [40, 40, 200]).view(3, 1, 1)
+                noise = torch.randint(0, 50, (3, 16, 16), generator=rng)
+                image = (tint + noise).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+                Image.fromarray(image).save(tmp_path / "rgb" / split / label / f"{i}.png")
+    cfg = make_cfg(
+        *folder(tmp_path / "rgb", f"augment={variant}", "epochs=1", "dataset.val_fraction=0.25"),
+        "dataset.channels=3",
+    )
+    metrics = trained(cfg, tmp_path / "run")
+    assert metrics["status"] == "ok", metrics.get("error")
+    assert metrics["final_train_loss"] > 0 and 0 <= metrics["test_acc"] <= 1

@@ -274,3 +274,22 @@ def test_a_class_missing_from_a_split_is_said_not_fatal(tmp_path):
     assert report["classes"]["train+val"]["imbalance"] is None and report["classes"]["test"]["imbalance"] == 4 / 3
     assert report["class_weights_balanced"] is None and "no training sample" in report["class_weights_unweighable"]
     assert "a class is missing" in stdout
+
+
+def test_thousands_of_identical_images_are_one_group_found_by_digest():
+    """3,000 blank images (a scanner's empty frames): identical copies are matched by digest, so the
+    pairwise search sees one image, not 4.5 M pairs; the pictures beside them stay apart."""
+    import time
+
+    rng = np.random.default_rng(5)
+    pictures = torch.from_numpy(np.stack([picture(rng) for _ in range(5)]))[:, None]
+    blank = torch.zeros(3000, 1, SIZE, SIZE, dtype=torch.uint8)
+    train = duplicates.fingerprints([torch.cat([blank[:2000], pictures[:3]])])
+    test = duplicates.fingerprints([torch.cat([blank[2000:], pictures[3:]])])
+    start = time.perf_counter()
+    found = duplicates.groups({"train": train, "test": test})
+    leaked = duplicates.leaks({"train": train, "test": test})
+    assert time.perf_counter() - start < 5
+    assert len(found) == 1 and found[0].identical and len(found[0].members) == 3000
+    assert found[0].splits == ["test", "train"]
+    assert leaked == [duplicates.Leak("test", "train", identical=1000, near=0)]

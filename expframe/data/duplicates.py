@@ -40,6 +40,9 @@ NEAR_RULE = (
     f"within {NEAR_MEAN_DIFF:g}/255 on average"
 )
 _BLOCK_PAIRS = 1 << 24
+BATCH_BYTES = 64 << 20
+# candidate pairs whose thumbnails are compared at once: 65,536 x 256 floats x 2, 128 MB
+_THUMB_PAIRS = 1 << 16
 
 
 @dataclass
@@ -97,16 +100,35 @@ def near_pairs(a: Fingerprints, b: Fingerprints | None = None) -> list[tuple[int
         if b is None:
             keep = rows < cols
             rows, cols = rows[keep], cols[keep]
-        if not len(rows):
-            continue
-        diff = (a.thumbs[rows] - other.thumbs[cols]).abs().mean(dim=1).numpy()
-        close = diff <= NEAR_MEAN_DIFF
-        pairs += zip(rows[close].tolist(), cols[close].tolist(), strict=True)
+        for k in range(0, len(rows), _THUMB_PAIRS):  # thumbnails compared 64 MB at a time
+            r, c = rows[k : k + _THUMB_PAIRS], cols[k : k + _THUMB_PAIRS]
+            close = (a.thumbs[r] - other.thumbs[c]).abs().mean(dim=1).numpy() <= NEAR_MEAN_DIFF
+            pairs += zip(r[close].tolist(), c[close].tolist(), strict=True)
     return pairs
 
 
-def identical(a: Fingerprints, i: int, b: Fingerprints, j: int) -> bool:
-    return a.digests[i] == b.digests[j]
+def distinct(fp: Fingerprints) -> tuple[Fingerprints, np.ndarray]:
+    """One image per distinct pixel digest, and for every image the index of its own among them:
+    identical copies are found by their digests in linear time, and the pairwise search runs on what
+    differs (a folder of 5,000 blank images is one image to it, not 12.5 M pairs)."""
+    first: dict[bytes, int] = {}
+    inverse = np.empty(len(fp), dtype=np.int64)
+    keep: list[int] = []
+    for i, digest in enumerate(fp.digests):
+        if digest not in first:
+            first[digest] = len(keep)
+            keep.append(i)
+        inverse[i] = first[digest]
+    rows = np.asarray(keep, dtype=np.int64)
+    return Fingerprints([fp.digests[i] for i in keep], fp.phashes[rows], fp.thumbs[torch.from_numpy(rows)]), inverse
+
+
+def _joined(splits: dict[str, Fingerprints]) -> Fingerprints:
+    return Fingerprints(
+        [d for fp in splits.values() for d in fp.digests],
+        np.concatenate([fp.phashes for fp in splits.values()]),
+        torch.cat([fp.thumbs for fp in splits.values()]),
+    )
 
 
 @dataclass
@@ -125,8 +147,9 @@ def groups(splits: dict[str, Fingerprints]) -> list[Group]:
     """Every group of two images or more, within and across the splits, largest first: identical
     pixels, or near-identical pairs joined transitively (a union-find over the pairs)."""
     nodes = [(name, i) for name, fp in splits.items() for i in range(len(fp))]
-    index = {node: k for k, node in enumerate(nodes)}
-    parent = list(range(len(nodes)))
+    every = _joined(splits)
+    unique, inverse = distinct(every)
+    parent = list(range(len(unique)))
 
     def find(k: int) -> int:
         while parent[k] != k:
@@ -134,15 +157,11 @@ def groups(splits: dict[str, Fingerprints]) -> list[Group]:
             k = parent[k]
         return k
 
-    names = list(splits)
-    for x, first in enumerate(names):
-        for second in names[x:]:
-            same = first == second
-            for i, j in near_pairs(splits[first], None if same else splits[second]):
-                parent[find(index[(first, i)])] = find(index[(second, j)])
+    for i, j in near_pairs(unique):
+        parent[find(i)] = find(j)
     members: dict[int, list[tuple[str, int]]] = {}
-    for node in nodes:
-        members.setdefault(find(index[node]), []).append(node)
+    for k, node in enumerate(nodes):
+        members.setdefault(find(int(inverse[k])), []).append(node)
     found = []
     for group in members.values():
         if len(group) < 2:
@@ -170,11 +189,11 @@ def leaks(splits: dict[str, Fingerprints]) -> list[Leak]:
     for x, earlier in enumerate(names):
         for later in names[x + 1 :]:
             a, b = splits[later], splits[earlier]
-            near: set[int] = set()
-            exact: set[int] = set()
-            for i, j in near_pairs(a, b):
-                (exact if identical(a, i, b, j) else near).add(i)
-            near -= exact
+            seen = set(b.digests)
+            exact = {i for i, digest in enumerate(a.digests) if digest in seen}
+            (unique_a, inverse), (unique_b, _) = distinct(a), distinct(b)
+            close = {i for i, j in near_pairs(unique_a, unique_b) if unique_a.digests[i] != unique_b.digests[j]}
+            near = {i for i in range(len(a)) if int(inverse[i]) in close} - exact
             if exact or near:
                 found.append(Leak(later, earlier, len(exact), len(near)))
     return found
@@ -189,8 +208,15 @@ def describe(leak: Leak) -> str:
     return f"{' and '.join(parts)} {leak.split} image(s) of {leak.other}"
 
 
-def pixel_batches(data: DeviceData, x: torch.Tensor | ImageStore, rows: range, size: int = 4096):
+def rows_per_batch(image_shape: tuple[int, ...]) -> int:
+    """Images per fingerprinting batch: 64 MB of 8-bit pixels (256 MB as the floats they become), so
+    4,096 digits or 445 RGB images of 224 x 224 at a time."""
+    return max(1, min(4096, BATCH_BYTES // math.prod(image_shape)))
+
+
+def pixel_batches(data: DeviceData, x: torch.Tensor | ImageStore, rows: range):
     """8-bit images of `x`'s `rows`, a batch at a time (a streamed store stays on the host)."""
+    size = rows_per_batch(tuple(x.shape[1:]))
     for start in range(rows.start, rows.stop, size):
         idx = torch.arange(start, min(start + size, rows.stop))
         yield data.pixels(x, idx).cpu() if not isinstance(x, ImageStore) else x.images[start : idx[-1] + 1]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from expframe.data.device_data import normalisation, split_indices
-from expframe.data.duplicates import NEAR_RULE, Fingerprints, fingerprints, groups, leaks
+from expframe.data.duplicates import NEAR_RULE, Fingerprints, fingerprints, groups, leaks, rows_per_batch
 from expframe.data.raw import RawSplits
 
 # the training pool's name in the class table
@@ -131,7 +131,8 @@ def copies(raw: RawSplits, splits: Splits) -> dict:
         return {"checked": False, "why": f"{raw.layout} rows are not images", "groups": [], "leaks": []}
     prints: dict[str, Fingerprints] = {}
     for split, idx in splits.items():
-        prints[split] = fingerprints(pixels(raw, split, chunk) for chunk in idx.split(4096))
+        size = rows_per_batch(tuple(raw.train_x.shape[1:]))
+        prints[split] = fingerprints(pixels(raw, split, chunk) for chunk in idx.split(size))
     rows = dict(splits.items())
     found = groups(prints)
     return {
