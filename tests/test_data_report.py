@@ -199,6 +199,7 @@ def test_embedded_and_torchvision_sets(tmp_path, tiny_mnist_root):
         (None, ["dataset=digits", "model=cnn"], "must set dataset=NAME, dataset.KEY=VALUE or seed=N"),
         (None, ["dataset=digits", "dataset.val_fraction=2"], "dataset.val_fraction"),
         (None, ["dataset=nope"], "dataset"),
+        (None, ["dataset=digits", "dataset.source._target_=os.system", "+dataset.source.command=true"], "os.system"),
         ("out", ["dataset=digits"], "holds files already"),
     ],
 )

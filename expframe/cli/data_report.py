@@ -32,8 +32,6 @@ from expframe.record.atomic import write_atomic
 from expframe.report import data_summary
 from expframe.train.losses import class_weights
 
-log = logging.getLogger("expframe")
-
 REPORT_FILE = "data.json"
 SUMMARY_FILE = "summary.md"
 CLASSES_FIGURE = "class_distribution.png"

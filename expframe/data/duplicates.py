@@ -100,7 +100,7 @@ def near_pairs(a: Fingerprints, b: Fingerprints | None = None) -> list[tuple[int
         if b is None:
             keep = rows < cols
             rows, cols = rows[keep], cols[keep]
-        for k in range(0, len(rows), _THUMB_PAIRS):  # thumbnails compared 64 MB at a time
+        for k in range(0, len(rows), _THUMB_PAIRS):  # candidates confirmed a bounded chunk at a time
             r, c = rows[k : k + _THUMB_PAIRS], cols[k : k + _THUMB_PAIRS]
             close = (a.thumbs[r] - other.thumbs[c]).abs().mean(dim=1).numpy() <= NEAR_MEAN_DIFF
             pairs += zip(r[close].tolist(), c[close].tolist(), strict=True)
