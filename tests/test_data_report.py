@@ -199,7 +199,9 @@ def test_embedded_and_torchvision_sets(tmp_path, tiny_mnist_root):
         (None, ["dataset=digits", "model=cnn"], "must set dataset=NAME, dataset.KEY=VALUE or seed=N"),
         (None, ["dataset=digits", "dataset.val_fraction=2"], "dataset.val_fraction"),
         (None, ["dataset=nope"], "dataset"),
-        (None, ["dataset=digits", "dataset.source._target_=os.system", "+dataset.source.command=true"], "os.system"),
+        (None, ["dataset=digits", "dataset.source._target_=os.system"], "os.system"),
+        (None, ["dataset=digits", "+dataset.val_fracton=0.2"], "did you mean dataset.val_fraction?"),
+        (None, ["dataset=digits", "--samples", "0"], "must be an integer from 1 to 64"),
         ("out", ["dataset=digits"], "holds files already"),
     ],
 )

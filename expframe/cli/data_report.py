@@ -8,6 +8,7 @@ short summary; a leak across splits is a warning there and in every run trained 
 The default folder is `runs/data/<dataset>/<time>/` (`--out` chooses another, new or empty).
 """
 
+import argparse
 import datetime
 import json
 import logging
@@ -23,6 +24,7 @@ from expframe import PROJECT_ROOT
 from expframe.build import build
 from expframe.cli.arguments import OneLineParser
 from expframe.cli.entry import USER_ERRORS, one_line
+from expframe.config.added_keys import check_added_keys
 from expframe.config.output_folders import check_output_folder
 from expframe.config.validate import check_data_size, check_rules, check_shape
 from expframe.data import profile
@@ -39,6 +41,12 @@ SAMPLES_FIGURE = "samples.png"
 COPIES_FIGURE = "copies_across_splits.png"
 # what expframe-data composes: the data set and the seed that cuts its validation split
 TAKEN = ("dataset", "seed")
+
+
+def samples_per_class(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer from 1 to 64")
+    return int(text)
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -62,7 +70,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
     check_overrides(overrides)
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf")):
-        return compose("train", overrides)
+        cfg = compose("train", overrides, return_hydra_config=True)
+    check_added_keys(overrides, dict(cfg.hydra.runtime.choices))
+    return cfg
 
 
 def output_folder(out: str | None, name: str) -> Path:
@@ -162,14 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = OneLineParser(prog="expframe-data", description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="dataset=NAME, dataset.KEY=VALUE, seed=N (as train.py takes them)")
     parser.add_argument("--out", help="the report's folder, new or empty (default runs/data/<dataset>/<time>)")
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=8,
-        choices=range(1, 65),
-        metavar="1-64",
-        help="sample images per class (default 8)",
-    )
+    parser.add_argument("--samples", type=samples_per_class, default=8, help="images per class, 1-64 (default 8)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     start = time.perf_counter()
