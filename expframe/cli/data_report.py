@@ -127,21 +127,20 @@ def analyse(cfg: DictConfig, per_class: int) -> tuple[dict, dict]:
     shown = {"samples": {}, "copies": []}
     if raw.layout == "NCHW":
         shown["samples"] = {k: v.numpy() for k, v in profile.samples(raw, splits, per_class, cfg.seed).items()}
-        shown["copies"] = copy_pairs(raw, splits, report["duplicates"]["groups"])
+        shown["copies"] = copy_pairs(raw, report["duplicates"]["groups"])
     return report, shown
 
 
-def copy_pairs(raw: RawSplits, splits: profile.Splits, groups: list[dict]) -> list[tuple]:
+def copy_pairs(raw: RawSplits, groups: list[dict]) -> list[tuple]:
     """The first copies across splits as (label, image, label, image), for the side-by-side figure."""
-    rows = {split: {profile.name_of(raw, split, int(r)): int(r) for r in idx} for split, idx in splits.items()}
     pairs = []
     for group in (g for g in groups if len(g["splits"]) > 1):
         first = group["members"][0]
         second = next(m for m in group["members"] if m["split"] != first["split"])
         pair = []
         for member in (first, second):
-            row = torch.tensor([rows[member["split"]][member["file"]]])
-            pair += [f"{member['split']}: {member['file']}", profile.pixels(raw, member["split"], row)[0].numpy()]
+            image = profile.pixels(raw, member["split"], torch.tensor([member["row"]]))[0].numpy()
+            pair += [f"{member['split']}: {member['file']}", image]
         pairs.append(tuple(pair))
         if len(pairs) == data_summary.SHOWN_COPIES:
             break

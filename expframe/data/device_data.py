@@ -46,9 +46,7 @@ class DeviceData:
         if isinstance(x, ImageStore):
             images = x.images if idx is None else x.images[idx.to(x.images.device)]
             return images.to(x.device)
-        rows = x if idx is None else x[idx.to(x.device)]
-        pixels = rows * self.pixel_std + self.pixel_mean
-        return (pixels * 255).round_().clamp_(0, 255).to(torch.uint8)
+        return self.batch_pixels(x if idx is None else x[idx.to(x.device)])
 
     def batch_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """A normalised batch (the model's inputs) back to its 8-bit images, on its device."""

@@ -222,6 +222,7 @@ def pixel_batches(data: DeviceData, x: torch.Tensor | ImageStore, rows: range):
         yield data.pixels(x, idx).cpu() if not isinstance(x, ImageStore) else x.images[start : idx[-1] + 1]
 
 
+# keyed by the loaded data's id: device_data's cache holds every DeviceData for the process's life
 _CHECKED: dict[int, list[Leak]] = {}
 
 

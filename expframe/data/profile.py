@@ -142,7 +142,9 @@ def copies(raw: RawSplits, splits: Splits) -> dict:
             {
                 "identical": g.identical,
                 "splits": g.splits,
-                "members": [{"split": s, "file": name_of(raw, s, int(rows[s][i]))} for s, i in g.members],
+                "members": [
+                    {"split": s, "file": name_of(raw, s, int(rows[s][i])), "row": int(rows[s][i])} for s, i in g.members
+                ],
             }
             for g in found
         ],
